@@ -1,0 +1,196 @@
+"""Command line over core/: every experiment the app runs, headless.
+
+    python -m core.cli train   --dataset mnist5k --save assets/mnist5k_small_cnn.safetensors
+    python -m core.cli unlearn --dataset mnist5k --forget class:3 --method salun --compare-retrain --json
+    python -m core.cli mask    --forget class:3 --sparsity 0.5          (per-layer saliency statistics)
+
+Errors a user can cause print one line on stderr and exit with status 2. With --json the last line
+of stdout is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from core.errors import CancelledError, SalunError
+
+EXIT_USER_ERROR = 2
+
+
+class ProgressBar:
+    """A tqdm bar on stderr per named phase; `progress(done, total, loss)` is the core's callback."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled, self.bars = enabled, {}
+
+    def phase(self, name: str):
+        def progress(done: int, total: int, loss: float) -> None:
+            if not self.enabled:
+                return
+            from tqdm import tqdm
+
+            bar = self.bars.get(name)
+            if bar is None:
+                bar = self.bars[name] = tqdm(total=total, desc=name, file=sys.stderr, leave=True,
+                                             dynamic_ncols=True, mininterval=0.5)
+            bar.update(done - bar.n)
+            bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+            if done >= total:
+                bar.close()
+        return progress
+
+    def close(self):
+        for bar in self.bars.values():
+            bar.close()
+
+
+def _print_table(result) -> None:
+    from core.metrics import METRIC_LABELS
+
+    rows = [("", result.method)] + ([("", "retrain")] if result.retrain and result.method != "retrain" else [])
+    keys = [k for k in ("ua", "ra", "ta", "mia_efficacy", "forget_test_accuracy", "rte_seconds") if k in result.metrics]
+    header = f"{'metric':<28}{result.method:>12}" + (f"{'retrain':>12}" if len(rows) > 1 else "")
+    print(header)
+    for key in keys:
+        line = f"{METRIC_LABELS[key]:<28}{result.metrics[key]:>12.2f}"
+        if len(rows) > 1:
+            line += f"{result.retrain.metrics[key]:>12.2f}"
+        print(line)
+    if result.retrain is not None:
+        print(f"{'Avg. Gap':<28}{result.summary()['avg_gap']:>12.2f}")
+
+
+def cmd_train(args) -> dict:
+    from core.checkpoint import save_checkpoint
+    from core.data import DATASETS, load_dataset
+    from core.experiment import default_checkpoint
+    from core.training import TrainConfig, accuracy, train_from_scratch, train_meta
+
+    dataset = load_dataset(args.dataset, args.data_root, args.download)
+    config = TrainConfig(architecture=args.model or DATASETS[args.dataset].default_model,
+                         epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
+    bar = ProgressBar(not args.quiet)
+    model = train_from_scratch(dataset, range(len(dataset.train_y)), config, progress=bar.phase("train"))
+    test_acc = accuracy(model, dataset.test_x, dataset.test_y)
+    meta = train_meta(dataset, config, test_acc)
+    meta["command"] = " ".join(["python -m core.cli"] + sys.argv[1:])
+    save = Path(args.save) if args.save else default_checkpoint(args.dataset)
+    save_checkpoint(model.cpu(), save, meta)
+    print(f"test accuracy {test_acc:.2f}%  saved {save}")
+    return {"test_accuracy": test_acc, "path": str(save)}
+
+
+def cmd_unlearn(args) -> dict:
+    from core.experiment import RunConfig, run
+
+    config = RunConfig(dataset=args.dataset, forget=args.forget, method=args.method, sparsity=args.sparsity,
+                       seed=args.seed, epochs=args.epochs, lr=args.lr, alpha=args.alpha, masked=args.masked,
+                       checkpoint=args.checkpoint, data_root=args.data_root, download=args.download)
+    bar = ProgressBar(not args.quiet)
+    result = run(config, progress=bar.phase(config.method), compare_retrain=args.compare_retrain,
+                 retrain_progress=bar.phase("retrain"))
+    bar.close()
+    if args.save:
+        save_run(result, Path(args.save))
+    if not args.json:
+        _print_table(result)
+    return result.summary()
+
+
+def save_run(result, directory: Path) -> None:
+    from core.checkpoint import save_checkpoint, save_mask
+
+    directory.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(result.model.cpu(), directory / "model.safetensors",
+                    {**result.extra.get("meta", {}), "unlearning": result.config.to_dict()})
+    if result.mask is not None:
+        save_mask(result.mask, directory / "mask.safetensors")
+    (directory / "config.json").write_text(json.dumps(result.config.to_dict(), indent=2))
+    (directory / "metrics.json").write_text(json.dumps(result.summary(), indent=2))
+
+
+def cmd_mask(args) -> dict:
+    from core.experiment import Experiment, RunConfig
+    from core.saliency import layer_statistics
+
+    config = RunConfig(dataset=args.dataset, forget=args.forget, sparsity=args.sparsity, seed=args.seed,
+                       checkpoint=args.checkpoint, data_root=args.data_root)
+    experiment = Experiment.from_config(config)
+    mask = experiment.mask(args.sparsity)
+    rows = layer_statistics(experiment.forget_gradients(), mask)
+    if not args.json:
+        print(f"{'layer':<28}{'weights':>10}{'salient':>10}{'median |g|':>14}{'q99 |g|':>14}")
+        for r in rows:
+            print(f"{r['layer']:<28}{r['numel']:>10}{r['salient_fraction']:>10.3f}{r['grad_median']:>14.3e}{r['grad_q99']:>14.3e}")
+    return {"forget": args.forget, "sparsity": args.sparsity, "layers": rows}
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", default="mnist5k", help="mnist5k (default, offline), digits, mnist, fashion_mnist, cifar10, svhn")
+    p.add_argument("--data-root", default=None, help="folder holding torchvision datasets")
+    p.add_argument("--download", action="store_true", help="download a torchvision dataset (needs internet)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m core.cli", description="SalUn Lab: saliency unlearning, headless.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train an original classifier")
+    _add_common(p)
+    p.add_argument("--model", default=None, help="small_cnn or resnet18 (default: the dataset's)")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--save", default=None, help="weights path (default: assets/<dataset>_<model>.safetensors)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("unlearn", help="unlearn a forget set from a trained classifier")
+    _add_common(p)
+    p.add_argument("--forget", default="class:3", help="class:K, random:SHARE or indices:PATH")
+    p.add_argument("--method", default="salun", help="salun, retrain, ft, ga, rl, l1_sparse, ssd")
+    p.add_argument("--sparsity", type=float, default=0.5, help="share of all weights the saliency mask selects")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--alpha", type=float, default=None, help="retain-loss weight (SalUn/RL), l1 weight, SSD threshold")
+    p.add_argument("--masked", action="store_true", help="constrain a baseline to the saliency mask too")
+    p.add_argument("--checkpoint", default=None, help="original model (default: the shipped one)")
+    p.add_argument("--compare-retrain", action="store_true", help="also retrain from scratch and report Avg. Gap")
+    p.add_argument("--save", default=None, help="folder for model, mask, config and metrics")
+    p.set_defaults(func=cmd_unlearn)
+
+    p = sub.add_parser("mask", help="per-layer statistics of the saliency mask")
+    _add_common(p)
+    p.add_argument("--forget", default="class:3")
+    p.add_argument("--sparsity", type=float, default=0.5)
+    p.add_argument("--checkpoint", default=None)
+    p.set_defaults(func=cmd_mask)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        summary = args.func(args)
+    except SalunError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except CancelledError:
+        print("cancelled", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("interrupted; nothing was saved", file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps(summary, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

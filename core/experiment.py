@@ -1,0 +1,190 @@
+"""One unlearning run, described by a small serialisable config, producing one result.
+
+    config = RunConfig(dataset="mnist5k", forget="class:3", method="salun", seed=0)
+    result = run(config)            # metrics, timings, the unlearned model, its mask
+    result.metrics["ua"]
+
+`Experiment` holds what several runs on the same original model and forget set share (the dataset,
+the original model, the split, the forget-set gradients), which the app and the benchmarks reuse.
+Same config and seed, same result.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from core.checkpoint import ASSETS, load_checkpoint
+from core.data import DATASETS, ForgetSplit, ImageDataset, load_dataset, make_split, parse_forget
+from core.errors import CheckpointError, SalunError, check_fraction
+from core.metrics import avg_gap, evaluate
+from core.models import default_device
+from core.saliency import DEFAULT_SPARSITY, Mask, classifier_gradients, saliency_mask
+from core.training import Progress, TrainConfig, copy_model
+from core.unlearning import UnlearnData, get_method, method_params
+
+
+def default_checkpoint(dataset: str) -> Path:
+    if dataset not in DATASETS:
+        raise SalunError(f"unknown dataset {dataset!r}; choose one of: {', '.join(DATASETS)}")
+    return ASSETS / f"{dataset}_{DATASETS[dataset].default_model}.safetensors"
+
+
+@dataclass
+class RunConfig:
+    dataset: str = "mnist5k"
+    forget: str = "class:3"
+    method: str = "salun"
+    sparsity: float = DEFAULT_SPARSITY
+    seed: int = 0
+    epochs: int | None = None
+    lr: float | None = None
+    alpha: float | None = None
+    masked: bool = False  # give the saliency mask to a baseline too (SalUn always uses it)
+    checkpoint: str | None = None  # default: the shipped model for the dataset
+    data_root: str | None = None
+    download: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "RunConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise SalunError(f"unknown config keys {unknown}; allowed: {', '.join(sorted(known))}")
+        return cls(**values)
+
+    def overrides(self) -> dict:
+        return {"epochs": self.epochs, "lr": self.lr, "alpha": self.alpha}
+
+
+@dataclass
+class RunResult:
+    config: RunConfig
+    method: str
+    metrics: dict  # ua, ra, ta, mia_efficacy (+ forget_test_accuracy), rte_seconds
+    params: dict
+    losses: list[float]
+    model: nn.Module
+    mask: Mask | None = None
+    mask_seconds: float = 0.0
+    retrain: "RunResult | None" = None
+    extra: dict = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        """The CLI's JSON contract: method, forget, seed, metrics in percent, rte_seconds (+ retrain, avg_gap)."""
+        out = {"method": self.method, "forget": self.config.forget, "seed": self.config.seed,
+               **{k: round(v, 4) for k, v in self.metrics.items()}}
+        if self.retrain is not None:
+            out["retrain"] = self.retrain.summary()
+            out["avg_gap"] = round(avg_gap(self.metrics, self.retrain.metrics), 4)
+        return out
+
+
+class Experiment:
+    """The dataset, original model and forget split shared by every run on them."""
+
+    def __init__(self, dataset: ImageDataset, original: nn.Module, meta: dict, split: ForgetSplit,
+                 device: torch.device | None = None):
+        self.dataset, self.original, self.meta, self.split = dataset, original, meta, split
+        self.device = device or default_device()
+        self.original.to(self.device).eval()
+        for p in self.original.parameters():  # shared, read-only: every run works on a copy
+            p.requires_grad_(True)
+        x, y = dataset.train_x, dataset.train_y
+        f, r = torch.as_tensor(split.forget_idx), torch.as_tensor(split.retain_idx)
+        training = meta.get("training", {})
+        self.data = UnlearnData(
+            x[f], y[f], x[r], y[r], dataset.num_classes,
+            TrainConfig(architecture=meta["architecture"],
+                        epochs=int(training.get("epochs", 20)), lr=float(training.get("lr", 1e-3)),
+                        batch_size=int(training.get("batch_size", 128))),
+        )
+        self._gradients: dict[str, torch.Tensor] | None = None
+        self._original_metrics: dict[int, dict] = {}
+
+    @classmethod
+    def from_config(cls, config: RunConfig, device=None) -> "Experiment":
+        dataset = load_dataset(config.dataset, config.data_root, config.download)
+        original, meta = load_original(config.dataset, config.checkpoint, device)
+        check_compatible(meta, dataset)
+        split = make_split(dataset, parse_forget(config.forget), seed=config.seed)
+        return cls(dataset, original, meta, split, device)
+
+    def forget_gradients(self) -> dict[str, torch.Tensor]:
+        """|∇θ CE| at the original weights over the whole forget set (computed once, then cached)."""
+        if self._gradients is None:
+            self._gradients = classifier_gradients(self.original, self.data.forget_x, self.data.forget_y,
+                                                   device=self.device)
+        return self._gradients
+
+    def mask(self, sparsity: float = DEFAULT_SPARSITY) -> Mask:
+        return saliency_mask(self.forget_gradients(), sparsity)
+
+    def evaluate(self, model: nn.Module, seed: int = 0, details: bool = False) -> dict:
+        return evaluate(model, self.dataset, self.split, seed=seed, details=details)
+
+    def original_metrics(self, seed: int = 0) -> dict:
+        if seed not in self._original_metrics:
+            self._original_metrics[seed] = self.evaluate(self.original, seed)
+        return self._original_metrics[seed]
+
+    def unlearn(self, method: str, seed: int = 0, sparsity: float = DEFAULT_SPARSITY, masked: bool = False,
+                progress: Progress | None = None, config: RunConfig | None = None, **overrides) -> RunResult:
+        spec = get_method(method)
+        given = {k: v for k, v in overrides.items() if v is not None}
+        params = method_params(spec, seed=seed, **{**self._recipe_defaults(spec.name), **given})
+        sparsity = check_fraction("sparsity", sparsity)
+        start = time.perf_counter()
+        mask = None
+        if spec.mask == "required" or (masked and spec.mask == "optional"):
+            mask = self.mask(sparsity)
+        mask_seconds = time.perf_counter() - start
+        model = copy_model(self.original)
+        losses = spec.run(model, self.data, params, mask=mask, progress=progress)
+        rte = time.perf_counter() - start
+        metrics = {**self.evaluate(model, seed), "rte_seconds": rte}
+        config = config or RunConfig(dataset=self.dataset.name, forget=str(self.split.target), method=spec.name,
+                                     sparsity=sparsity, seed=seed, masked=masked, **overrides)
+        return RunResult(config, spec.name, metrics, params, losses, model, mask, mask_seconds)
+
+    def _recipe_defaults(self, method: str) -> dict:
+        """Retrain repeats the original model's own training recipe."""
+        if method != "retrain":
+            return {}
+        t = self.data.original_training
+        return {"epochs": t.epochs, "lr": t.lr, "batch_size": t.batch_size}
+
+
+def load_original(dataset: str, checkpoint: str | None = None, device=None) -> tuple[nn.Module, dict]:
+    path = Path(checkpoint) if checkpoint else default_checkpoint(dataset)
+    if not checkpoint and not path.is_file():
+        raise CheckpointError(
+            f"no trained model for {dataset!r} at {str(path)!r}; train one with "
+            f"`python -m core.cli train --dataset {dataset} --save {path}` or pass --checkpoint")
+    return load_checkpoint(path, device=device or default_device())
+
+
+def check_compatible(meta: dict, dataset: ImageDataset) -> None:
+    if tuple(meta["image_shape"]) != dataset.image_shape or len(meta["class_names"]) != dataset.num_classes:
+        raise CheckpointError(
+            f"checkpoint was trained on images {tuple(meta['image_shape'])} with {len(meta['class_names'])} classes, "
+            f"but {dataset.name} has {dataset.image_shape} with {dataset.num_classes}")
+
+
+def run(config: RunConfig, progress: Progress | None = None, compare_retrain: bool = False,
+        retrain_progress: Progress | None = None, experiment: Experiment | None = None) -> RunResult:
+    """Run one unlearning method as the config says; optionally Retrain too, for Avg. Gap."""
+    experiment = experiment or Experiment.from_config(config)
+    result = experiment.unlearn(config.method, seed=config.seed, sparsity=config.sparsity, masked=config.masked,
+                                progress=progress, config=config, **config.overrides())
+    if compare_retrain:
+        result.retrain = (result if result.method == "retrain" else
+                          experiment.unlearn("retrain", seed=config.seed, progress=retrain_progress))
+    return result
