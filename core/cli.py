@@ -15,6 +15,7 @@ import json
 import sys
 from pathlib import Path
 
+from core import concept_cli, generation_cli
 from core.errors import CancelledError, SalunError
 
 EXIT_USER_ERROR = 2
@@ -170,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sparsity", type=float, default=0.5)
     p.add_argument("--checkpoint", default=None)
     p.set_defaults(func=cmd_mask)
+
+    generation_cli.add_commands(sub)
+    concept_cli.add_commands(sub)
     return parser
 
 
