@@ -1,0 +1,125 @@
+"""How well a class-conditional generator generates, judged by the shipped classifier (all in percent).
+
+- UA (generation)            = share of images generated for the forgotten class that the classifier
+                               does NOT assign to that class. Higher means more forgotten.
+- Retained accuracy          = share of images generated for the other classes that the classifier
+                               assigns to the class they were generated for.
+- Recognised                 = the same accuracy over every class (the generator's quality bar).
+- Fréchet distance (classifier features) = Fréchet distance between generated and real images of the
+                               retained classes, on the classifier's 64 penultimate features
+                               (`SmallCNN.embed`). Lower is closer. It is NOT Inception FID: the numbers
+                               are not comparable with FIDs in papers.
+
+Every figure is computed from images generated with fixed seeds, so two models are compared seed for
+seed: the same starting noise for the same (class, slot).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from core.diffusion import DEFAULT_GUIDANCE, DEFAULT_SAMPLE_STEPS, ConditionalUNet, check_class, class_grid_labels, generate
+from core.errors import check_positive
+from core.training import predict
+
+GENERATION_METRIC_LABELS = {
+    "ua": "UA (generation)",
+    "retained_accuracy": "Retained accuracy",
+    "frechet_retained": "Fréchet distance (classifier features)",
+    "forget_accuracy": "Forgotten class recognised",
+}
+
+GENERATION_METRIC_DEFINITIONS = {
+    "ua": "Share of images generated for the forgotten class that the classifier does not assign to it (%). "
+          "Higher means more forgotten.",
+    "retained_accuracy": "Share of images generated for the other classes that the classifier assigns to the "
+                         "class asked for (%). Should stay where it was.",
+    "frechet_retained": "Fréchet distance between generated and real images of the retained classes, on the "
+                        "classifier's penultimate features (not Inception FID). Lower is closer to real data.",
+    "forget_accuracy": "Share of images generated for the forgotten class that the classifier assigns to it (%).",
+}
+
+
+class ClassifierFeatures(nn.Module):
+    """The classifier's penultimate features, in the form torchmetrics' Fréchet metric accepts."""
+
+    def __init__(self, classifier: nn.Module, image_shape: tuple[int, int, int]):
+        super().__init__()
+        self.classifier = classifier
+        with torch.no_grad():
+            self.num_features = int(classifier.embed(torch.zeros(1, *image_shape)).shape[-1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier.embed(x)
+
+
+@torch.no_grad()
+def frechet_distance(classifier: nn.Module, real: torch.Tensor, generated: torch.Tensor, batch_size: int = 500) -> float:
+    """Fréchet distance between two image sets on the classifier's penultimate features (torchmetrics)."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    classifier.eval()
+    metric = FrechetInceptionDistance(feature=ClassifierFeatures(classifier, tuple(real.shape[1:])), normalize=True)
+    for images, is_real in ((real, True), (generated, False)):
+        for start in range(0, len(images), batch_size):
+            metric.update(images[start:start + batch_size], real=is_real)
+    return float(metric.compute())
+
+
+def per_class_recognised(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor, num_classes: int) -> list[float]:
+    """For each class, the % of images generated for it that the classifier assigns to it (NaN if none)."""
+    predicted = predict(classifier, images).argmax(1)
+    out = []
+    for k in range(num_classes):
+        rows = labels == k
+        out.append(float((predicted[rows] == k).float().mean() * 100) if bool(rows.any()) else float("nan"))
+    return out
+
+
+def generate_grid(generator: ConditionalUNet, per_class: int, guidance: float = DEFAULT_GUIDANCE,
+                  steps: int = DEFAULT_SAMPLE_STEPS, seed: int = 0, preview=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """`per_class` images of every class (row-major by class) and their labels."""
+    per_class = int(check_positive("images per class", per_class, integer=True))
+    labels = class_grid_labels(generator.num_classes, per_class)
+    return generate(generator, labels, guidance=guidance, steps=steps, seed=seed, preview=preview), labels
+
+
+def generation_metrics(generator: ConditionalUNet, classifier: nn.Module, forget_class: int | None,
+                       real_x: torch.Tensor, real_y: torch.Tensor, per_class: int = 50,
+                       guidance: float = DEFAULT_GUIDANCE, steps: int = DEFAULT_SAMPLE_STEPS, seed: int = 0,
+                       images: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:
+    """All generation metrics for one model; `forget_class` None gives the quality-bar figures only.
+
+    Pass `images` (images, labels) already generated with these settings to skip generating again.
+    Returns percentages, the Fréchet distance, per-class recognition and the images themselves.
+    """
+    if forget_class is not None:
+        forget_class = check_class(generator, forget_class, "forgotten class")
+    images, labels = images if images is not None else generate_grid(generator, per_class, guidance, steps, seed)
+    per_class_acc = per_class_recognised(classifier, images, labels, generator.num_classes)
+    result = {
+        "recognised": float(torch.tensor(per_class_acc).nanmean()),
+        "per_class_accuracy": per_class_acc,
+        "guidance": float(guidance),
+        "sample_steps": int(steps),
+        "per_class": int(len(labels) // generator.num_classes),
+        "seed": int(seed),
+        "images": images,
+        "labels": labels,
+    }
+    if forget_class is None:
+        result["frechet_all"] = frechet_distance(classifier, real_x, images)
+        return result
+    keep = [k for k in range(generator.num_classes) if k != forget_class]
+    result["forget_accuracy"] = per_class_acc[forget_class]
+    result["ua"] = 100.0 - per_class_acc[forget_class]
+    result["retained_accuracy"] = float(sum(per_class_acc[k] for k in keep) / len(keep))
+    retained_real = real_x[real_y != forget_class]
+    result["frechet_retained"] = frechet_distance(classifier, retained_real, images[labels != forget_class])
+    return result
+
+
+def scalar_metrics(result: dict) -> dict:
+    """The JSON-friendly part of `generation_metrics`' result."""
+    return {k: v for k, v in result.items() if k not in ("images", "labels")}
