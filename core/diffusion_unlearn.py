@@ -274,11 +274,14 @@ class GenerationUnlearning:
 def unlearn_generator(original: ConditionalUNet, data: GenerationData, method: str = "salun",
                       sparsity: float = DEFAULT_SPARSITY, seed: int = 0, masked: bool = False,
                       mask_guidance: float = 1.0, mask_images: int = 128,
-                      progress: Progress | None = None, **overrides) -> GenerationUnlearning:
+                      progress: Progress | None = None, watch: Callable | None = None,
+                      **overrides) -> GenerationUnlearning:
     """Forget `data.forget_class` from a deep copy of `original`; the original is never modified.
 
     The saliency mask (for SalUn, or for a baseline with `masked=True`) is computed on the original
-    weights and its time counts in `rte_seconds`, as the paper's RTE does.
+    weights and its time counts in `rte_seconds`, as the paper's RTE does. `watch(model, done, total,
+    loss)`, if given, sees the model being changed after every step (for a live preview; its time is
+    not counted in `rte_seconds`).
     """
     spec = get_generation_method(method)
     sparsity = check_fraction("sparsity", sparsity)
@@ -292,7 +295,18 @@ def unlearn_generator(original: ConditionalUNet, data: GenerationData, method: s
         gradients = generation_gradients(model, data.forget_x, data.forget_class, mask_guidance, mask_images, seed=seed)
         mask = saliency_mask(gradients, sparsity)
         timings["mask_seconds"] = time.perf_counter() - start
-    losses = spec.run(model, data, params, mask=mask, progress=progress)
-    rte = time.perf_counter() - start
+    watched = 0.0
+
+    def on_step(done: int, total: int, loss: float) -> None:
+        nonlocal watched
+        if progress:
+            progress(done, total, loss)
+        if watch:
+            t0 = time.perf_counter()
+            watch(model, done, total, loss)
+            watched += time.perf_counter() - t0
+
+    losses = spec.run(model, data, params, mask=mask, progress=on_step)
+    rte = time.perf_counter() - start - watched
     timings["train_seconds"] = rte - timings.get("mask_seconds", 0.0)
     return GenerationUnlearning(model.eval(), spec.name, params, mask, gradients, losses, rte, timings)

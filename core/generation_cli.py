@@ -50,9 +50,72 @@ def cmd_train_gen(args) -> dict:
     return {**summary, "path": str(save)}
 
 
+def cmd_unlearn_gen(args) -> dict:
+    import json
+
+    from core.cli import ProgressBar
+    from core.checkpoint import save_mask
+    from core.diffusion import save_generator
+    from core.diffusion_metrics import GENERATION_METRIC_LABELS
+    from core.diffusion_run import GenerationRunConfig, run_generation
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    config = GenerationRunConfig(forget=args.forget, method=args.method, seed=args.seed, sparsity=args.sparsity,
+                                 masked=args.masked, steps=args.steps, lr=args.lr, alpha=args.alpha,
+                                 guidance=args.guidance, sample_steps=args.sample_steps, per_class=args.per_class,
+                                 generator=args.generator, classifier=args.checkpoint).validate()
+    bar = ProgressBar(not args.quiet)
+    result = run_generation(config, progress=bar.phase(config.method))
+    bar.close()
+    summary = result.summary()
+    if args.save:
+        directory = Path(args.save)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_generator(result.unlearning.model, directory / "generator.safetensors",
+                       {**result.meta["generator"], "unlearning": config.to_dict(),
+                        "command": " ".join(["python -m core.cli"] + sys.argv[1:])})
+        if result.unlearning.mask is not None:
+            save_mask(result.unlearning.mask, directory / "mask.safetensors")
+        (directory / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+        (directory / "metrics.json").write_text(json.dumps(summary, indent=2, default=float))
+    if not args.json:
+        print(f"{'metric':<42}{'before':>10}{'after':>10}")
+        for key in ("ua", "retained_accuracy", "frechet_retained"):
+            print(f"{GENERATION_METRIC_LABELS[key]:<42}{summary['before'][key]:>10.2f}{summary[key]:>10.2f}")
+        print(f"{'RTE (s)':<42}{'':>10}{summary['rte_seconds']:>10.1f}")
+    return summary
+
+
+def cmd_eval_gen(args) -> dict:
+    from core.diffusion_run import GenerationRunConfig, evaluate_generator, load_models
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    generator, meta, classifier, _ = load_models(args.generator, args.checkpoint)
+    rows = []
+    for guidance in args.guidance:
+        config = GenerationRunConfig(guidance=guidance, sample_steps=args.sample_steps, per_class=args.per_class,
+                                     seed=args.seed).validate()
+        result = evaluate_generator(generator, classifier, None, config, meta.get("dataset", "mnist5k"))
+        row = {"guidance": guidance, "recognised": result["recognised"], "frechet_all": result["frechet_all"],
+               "per_class_accuracy": [round(a, 1) for a in result["per_class_accuracy"]]}
+        rows.append(row)
+        if not args.json:
+            print(f"guidance {guidance:<5} recognised {row['recognised']:6.2f}%  Fréchet (classifier features) "
+                  f"{row['frechet_all']:8.3f}  per class {row['per_class_accuracy']}", flush=True)
+    return {"generator": args.generator, "steps_done": meta.get("steps_done"), "sample_steps": args.sample_steps,
+            "per_class": args.per_class, "seed": args.seed, "rows": rows}
+
+
 def add_commands(subparsers) -> None:
     """Add this area's subcommands to `python -m core.cli`."""
     from core.cli import _add_common
+    from core.diffusion import DEFAULT_GUIDANCE, DEFAULT_SAMPLE_STEPS
 
     p = subparsers.add_parser("train-gen", help="train (or resume) the class-conditional diffusion generator")
     _add_common(p)
@@ -66,3 +129,31 @@ def add_commands(subparsers) -> None:
     p.add_argument("--log-every", type=int, default=0, help="print a log line every N steps instead of a bar")
     p.add_argument("--save", default=None, help="where the final EMA weights go (default: the shipped generator)")
     p.set_defaults(func=cmd_train_gen)
+
+    p = subparsers.add_parser("unlearn-gen", help="make the generator forget a class; metrics before and after")
+    _add_common(p)
+    p.add_argument("--forget", default="class:3", help="class:K")
+    p.add_argument("--method", default="salun", help="salun, rl, ga, ft")
+    p.add_argument("--sparsity", type=float, default=0.5, help="share of all weights the saliency mask selects")
+    p.add_argument("--masked", action="store_true", help="constrain a baseline to the saliency mask too")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the method's)")
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--alpha", type=float, default=None, help="weight of the retained-class diffusion loss")
+    p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE, help="classifier-free guidance for sampling")
+    p.add_argument("--sample-steps", type=int, default=DEFAULT_SAMPLE_STEPS, help="DDIM steps per image")
+    p.add_argument("--per-class", type=int, default=30, help="images generated per class for the metrics")
+    p.add_argument("--generator", default=None, help="generator checkpoint (default: the shipped one)")
+    p.add_argument("--checkpoint", default=None, help="classifier that judges the images (default: the shipped one)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--save", default=None, help="folder for the unlearned generator, mask, config and metrics")
+    p.set_defaults(func=cmd_unlearn_gen)
+
+    p = subparsers.add_parser("eval-gen", help="share of generated images the classifier recognises, per guidance")
+    _add_common(p)
+    p.add_argument("--generator", default=None, help="generator checkpoint (default: the shipped one)")
+    p.add_argument("--checkpoint", default=None, help="classifier (default: the shipped one)")
+    p.add_argument("--guidance", type=float, nargs="+", default=[1.0, 1.5, 2.0])
+    p.add_argument("--sample-steps", type=int, default=DEFAULT_SAMPLE_STEPS)
+    p.add_argument("--per-class", type=int, default=30)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.set_defaults(func=cmd_eval_gen)

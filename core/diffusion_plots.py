@@ -1,0 +1,64 @@
+"""Pictures for the generation page: image grids with the forgotten row marked, and Plotly figures."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+FORGOTTEN_COLOUR = (220, 40, 40)
+
+
+def grid_image(images: torch.Tensor, per_row: int, marked_row: int | None = None, pad: int = 2,
+               scale: int = 2) -> np.ndarray:
+    """An RGB uint8 array with `per_row` images per row (one class per row); the marked row is framed in red."""
+    n, c, h, w = images.shape
+    rows = (n + per_row - 1) // per_row
+    cell_h, cell_w = h + 2 * pad, w + 2 * pad
+    out = np.full((rows * cell_h, per_row * cell_w, 3), 255, dtype=np.uint8)
+    pixels = (images.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    if c == 1:
+        pixels = np.repeat(pixels, 3, axis=1)
+    for i in range(n):
+        r, col = divmod(i, per_row)
+        out[r * cell_h + pad:r * cell_h + pad + h, col * cell_w + pad:col * cell_w + pad + w] = pixels[i].transpose(1, 2, 0)
+    if marked_row is not None and 0 <= marked_row < rows:
+        top, bottom = marked_row * cell_h, (marked_row + 1) * cell_h
+        band = max(1, pad)
+        out[top:top + band, :] = FORGOTTEN_COLOUR
+        out[bottom - band:bottom, :] = FORGOTTEN_COLOUR
+        out[top:bottom, :band] = FORGOTTEN_COLOUR
+        out[top:bottom, -band:] = FORGOTTEN_COLOUR
+    if scale > 1:
+        out = out.repeat(scale, axis=0).repeat(scale, axis=1)
+    return out
+
+
+def per_class_accuracy_figure(before: list[float], after: list[float] | None, class_names: list[str],
+                              forget_class: int | None = None):
+    """Grouped bars: % of generated images the classifier recognises, per class, before and after."""
+    import plotly.graph_objects as go
+
+    names = [f"{n} (forgotten)" if i == forget_class else n for i, n in enumerate(class_names)]
+    fig = go.Figure()
+    fig.add_bar(name="before", x=names, y=before, marker_color="#7f8c8d")
+    if after is not None:
+        fig.add_bar(name="after", x=names, y=after,
+                    marker_color=["#dc2828" if i == forget_class else "#2c7fb8" for i in range(len(after))])
+    fig.update_layout(barmode="group", yaxis_title="generated images recognised as the class asked for (%)",
+                      yaxis_range=[0, 100], xaxis_title="class", height=360, margin=dict(t=30, b=40),
+                      legend=dict(orientation="h", y=1.12))
+    return fig
+
+
+def layer_saliency_figure(rows: list[dict]):
+    """Salient share of every parameter tensor (rows from core.saliency.layer_statistics)."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure(go.Bar(
+        x=[r["salient_fraction"] * 100 for r in rows], y=[r["layer"] for r in rows], orientation="h",
+        customdata=[[r["numel"], r["grad_median"], r["grad_q99"]] for r in rows],
+        hovertemplate="%{y}<br>salient %{x:.1f}% of %{customdata[0]} weights<br>"
+                      "median |g| %{customdata[1]:.2e}, q99 |g| %{customdata[2]:.2e}<extra></extra>"))
+    fig.update_layout(xaxis_title="weights in the saliency mask (%)", xaxis_range=[0, 100],
+                      height=max(300, 14 * len(rows)), margin=dict(t=20, l=10), yaxis_autorange="reversed")
+    return fig

@@ -1,0 +1,191 @@
+"""Generation: make the class-conditional diffusion model stop generating one class.
+
+Runs inside the app's navigation or on its own: `streamlit run pages/generation.py`.
+The work lives in core/ (diffusion*, saliency); this page only lays out widgets and calls it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # standalone `streamlit run pages/...`
+
+import pandas as pd
+import streamlit as st
+
+from core.data import load_dataset
+from core.diffusion import DEFAULT_GENERATOR, DEFAULT_GUIDANCE, DEFAULT_SAMPLE_STEPS, generate
+from core.diffusion_metrics import (GENERATION_METRIC_DEFINITIONS, GENERATION_METRIC_LABELS, generate_grid,
+                                    generation_metrics)
+from core.diffusion_plots import grid_image, layer_saliency_figure, per_class_accuracy_figure
+from core.diffusion_run import GenerationRunConfig, GenerationRunResult, load_models
+from core.diffusion_unlearn import GENERATION_METHODS, generation_split, substitute_class, unlearn_generator
+from core.errors import SalunError
+from core.checkpoint import DEFAULT_CHECKPOINT
+from core.saliency import layer_statistics
+
+GENERATOR_PATH = os.environ.get("SALUN_GENERATOR", str(DEFAULT_GENERATOR))
+CLASSIFIER_PATH = os.environ.get("SALUN_CLASSIFIER", str(DEFAULT_CHECKPOINT))
+PER_CLASS = int(os.environ.get("SALUN_GEN_PER_CLASS", "10"))
+SAMPLE_STEPS = int(os.environ.get("SALUN_GEN_SAMPLE_STEPS", str(DEFAULT_SAMPLE_STEPS)))
+SEED = 0
+
+
+@st.cache_resource(show_spinner="Loading the generator and the classifier…")
+def cached_models(generator_path: str, classifier_path: str):
+    return load_models(generator_path, classifier_path)
+
+
+@st.cache_resource(show_spinner="Generating with the original model…")
+def cached_original_grid(generator_path: str, classifier_path: str, per_class: int, guidance: float,
+                         sample_steps: int, seed: int):
+    generator = cached_models(generator_path, classifier_path)[0]
+    return generate_grid(generator, per_class, guidance, sample_steps, seed)
+
+
+def show_grid(images, per_class: int, forget_class: int | None, class_names: list[str], caption: str) -> None:
+    st.image(grid_image(images, per_class, forget_class), caption=caption, use_container_width=True)
+
+
+st.title("Generation: forget a class")
+st.caption("A class-conditional diffusion model (DDPM, classifier-free guidance) learns to stop drawing one "
+           "digit while it keeps drawing the others. SalUn changes only the weights most salient for the "
+           "forgotten class and teaches the model to draw another class when asked for it.")
+
+try:
+    generator, gen_meta, classifier, clf_meta = cached_models(GENERATOR_PATH, CLASSIFIER_PATH)
+except SalunError as exc:
+    st.error(f"Cannot load the models: {exc}")
+    st.stop()
+
+dataset = load_dataset(gen_meta.get("dataset", "mnist5k"))
+class_names = dataset.class_names
+methods = list(GENERATION_METHODS)
+
+with st.container(border=True):
+    col1, col2, col3, col4 = st.columns(4)
+    forget_name = col1.selectbox("Class to forget", class_names, index=min(3, len(class_names) - 1), key="gen_forget")
+    method = col2.selectbox("Method", methods, format_func=lambda m: GENERATION_METHODS[m].label, key="gen_method",
+                            help="; ".join(f"{m.label}: {m.summary}" for m in GENERATION_METHODS.values()))
+    defaults = GENERATION_METHODS[method].defaults
+    steps = col3.number_input("Unlearning steps", min_value=0, max_value=2000, value=int(defaults["steps"]),
+                              key="gen_steps", help="Adam steps; 0 is refused")
+    guidance = col4.number_input("Guidance", min_value=0.0, max_value=10.0, value=float(DEFAULT_GUIDANCE), step=0.25,
+                                 key="gen_guidance",
+                                 help="Classifier-free guidance when sampling: 1 = plain conditional model; "
+                                      "larger values follow the class more strongly. Must be > 0.")
+    with st.expander("More settings"):
+        c1, c2, c3, c4 = st.columns(4)
+        lr = c1.number_input("Learning rate", min_value=0.0, value=float(defaults["lr"]), format="%.1e",
+                             key=f"gen_lr_{method}")
+        alpha = None
+        if "alpha" in defaults:
+            alpha = c2.number_input("α (retained-class loss weight)", min_value=0.0, value=float(defaults["alpha"]),
+                                    key=f"gen_alpha_{method}")
+        sparsity = c3.number_input("Mask sparsity", min_value=0.0, max_value=1.0, value=0.5, step=0.05,
+                                   key="gen_sparsity", help="Share of all weights the saliency mask selects")
+        per_class = int(c4.number_input("Images per class", min_value=1, max_value=50, value=PER_CLASS,
+                                        key="gen_per_class"))
+        sample_steps = int(c1.number_input("DDIM steps", min_value=1, max_value=200, value=SAMPLE_STEPS,
+                                           key="gen_sample_steps"))
+        masked = method != "salun" and c2.checkbox("Constrain to the saliency mask too", key="gen_masked")
+    run_clicked = st.button("Forget", type="primary", key="gen_run")
+
+forget_class = class_names.index(forget_name)
+
+if run_clicked:
+    try:
+        config = GenerationRunConfig(forget=f"class:{forget_class}", method=method, seed=SEED, sparsity=sparsity,
+                                     masked=bool(masked), steps=int(steps), lr=lr, alpha=alpha, guidance=guidance,
+                                     sample_steps=sample_steps, per_class=per_class,
+                                     generator=GENERATOR_PATH, classifier=CLASSIFIER_PATH).validate()
+        before_grid = cached_original_grid(GENERATOR_PATH, CLASSIFIER_PATH, per_class, float(guidance),
+                                           sample_steps, SEED)
+        before = generation_metrics(generator, classifier, forget_class, dataset.test_x, dataset.test_y,
+                                    per_class=per_class, guidance=guidance, steps=sample_steps, seed=SEED,
+                                    images=before_grid)
+        with st.status(f"Forgetting class {forget_name} with {GENERATION_METHODS[method].label}…",
+                       expanded=True) as status:
+            bar = st.progress(0.0, text="computing the saliency mask")
+            preview = st.empty()
+            preview_labels = list(range(len(class_names)))
+            every = max(1, int(steps) // 6)
+
+            def progress(done, total, loss):
+                bar.progress(done / total, text=f"step {done}/{total} · loss {loss:.4f}")
+
+            def watch(model, done, total, loss):
+                if done % every == 0 or done == total:
+                    images = generate(model, preview_labels, guidance=guidance, steps=min(10, sample_steps), seed=SEED)
+                    preview.image(grid_image(images, len(preview_labels), None, scale=3),
+                                  caption=f"live preview after step {done}: one image per class, 0 → "
+                                          f"{len(class_names) - 1}", use_container_width=True)
+
+            run = unlearn_generator(generator, generation_split(dataset, forget_class), method, sparsity=sparsity,
+                                    seed=SEED, masked=bool(masked), progress=progress, watch=watch,
+                                    steps=int(steps), lr=lr, alpha=alpha)
+            bar.progress(1.0, text="generating with the unlearned model")
+            after = generation_metrics(run.model, classifier, forget_class, dataset.test_x, dataset.test_y,
+                                       per_class=per_class, guidance=guidance, steps=sample_steps, seed=SEED)
+            status.update(label=f"Done in {run.rte_seconds:.0f} s", state="complete", expanded=False)
+        st.session_state["gen_result"] = GenerationRunResult(config, before, after, run, {"generator": gen_meta})
+    except SalunError as exc:
+        st.error(str(exc))
+
+result: GenerationRunResult | None = st.session_state.get("gen_result")
+
+if result is None:
+    try:
+        images, _ = cached_original_grid(GENERATOR_PATH, CLASSIFIER_PATH, PER_CLASS, float(DEFAULT_GUIDANCE),
+                                         SAMPLE_STEPS, SEED)
+    except SalunError as exc:
+        st.error(str(exc))
+        st.stop()
+    st.subheader("What the original model generates")
+    show_grid(images, PER_CLASS, None, class_names,
+              f"one row per class, {class_names[0]} at the top · guidance {DEFAULT_GUIDANCE} · seed {SEED}")
+    st.info("Choose a class and press **Forget**. The before/after grids use the same seeds, so each image "
+            "after unlearning has its twin before it.")
+    st.stop()
+
+cfg = result.config
+k = cfg.forget_class()
+st.subheader(f"Class {class_names[k]} forgotten with {GENERATION_METHODS[cfg.method].label} "
+             f"in {result.rte_seconds:.0f} s")
+st.caption(f"Same seeds before and after · {cfg.per_class} images per class, one row per class "
+           f"({class_names[0]} at the top) · the forgotten row is framed in red · guidance {cfg.guidance:g}, "
+           f"{cfg.sample_steps} DDIM steps. SalUn/RL teach the model to draw class "
+           f"{class_names[substitute_class(k, len(class_names))]} when asked for {class_names[k]}.")
+left, right = st.columns(2)
+with left:
+    show_grid(result.before["images"], cfg.per_class, k, class_names, "before (original model)")
+with right:
+    show_grid(result.after["images"], cfg.per_class, k, class_names, "after unlearning")
+
+st.subheader("Metrics")
+rows = []
+for key in ("ua", "retained_accuracy", "frechet_retained"):
+    rows.append({"metric": GENERATION_METRIC_LABELS[key], "before": round(result.before[key], 2),
+                 "after": round(result.after[key], 2), "definition": GENERATION_METRIC_DEFINITIONS[key]})
+rows.append({"metric": "RTE (s)", "before": None, "after": round(result.rte_seconds, 1),
+             "definition": "Wall time of the unlearning run, saliency mask included."})
+st.dataframe(pd.DataFrame(rows), hide_index=True, use_container_width=True)
+st.markdown(f"Metrics from {cfg.per_class} generated images per class, judged by the shipped classifier; "
+            "**Fréchet distance (classifier features)** compares generated and real test images of the retained "
+            "classes on the classifier's penultimate features — it is not Inception FID. The benchmark and the "
+            "CLI use 30 images per class.")
+
+st.subheader("Per-class accuracy of generated images")
+st.plotly_chart(per_class_accuracy_figure(result.before["per_class_accuracy"], result.after["per_class_accuracy"],
+                                          class_names, k), use_container_width=True)
+
+if result.unlearning.gradients is not None:
+    st.subheader("Saliency mask, per layer")
+    st.caption("Gradient of the conditional noise-prediction error ||ε − εθ(x_t | forgotten class)||² on images "
+               "of the forgotten class at random timesteps; the mask keeps the top share of all weights.")
+    stats = layer_statistics(result.unlearning.gradients, result.unlearning.mask)
+    st.plotly_chart(layer_saliency_figure(stats), use_container_width=True)
+    with st.expander("Per-layer table"):
+        st.dataframe(pd.DataFrame(stats), hide_index=True, use_container_width=True)

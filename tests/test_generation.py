@@ -1,0 +1,210 @@
+"""Class forgetting for the conditional generator, on tiny UNets and sklearn's 8x8 digits (fast, offline)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere without installing
+
+import pytest
+import torch
+
+from core.checkpoint import save_checkpoint, state_checksum
+from core.data import load_dataset
+from core.diffusion import UNetConfig, build_generator, generate, load_generator, save_generator
+from core.diffusion_metrics import frechet_distance, generation_metrics
+from core.diffusion_train import GeneratorTrainConfig, train_generator
+from core.diffusion_unlearn import generation_gradients, generation_split, unlearn_generator
+from core.errors import CancelledError, CheckpointError, SalunError
+from core.models import SmallCNN
+from core.saliency import layer_statistics, mask_fraction, saliency_mask
+
+PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "generation.py")
+TINY = UNetConfig(image_size=8, block_out_channels=(8, 16), norm_num_groups=4, train_timesteps=100)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, digits):
+    """A tiny generator trained briefly on 8x8 digits, so classes already differ."""
+    config = GeneratorTrainConfig(dataset="digits", steps=60, batch_size=32, lr=3e-3, warmup_steps=5, unet=TINY)
+    model, _ = train_generator(config, tmp_path_factory.mktemp("gen"), checkpoint_every_s=1e9)
+    return model
+
+
+def test_mask_ranks_forget_class_weights_and_constraint_holds_under_adam_weight_decay(trained, digits):
+    data = generation_split(digits, 3)
+    grads = generation_gradients(trained, data.forget_x, 3, guidance=1.0, images=32)
+    mask = saliency_mask(grads, 0.3)
+    assert abs(mask_fraction(mask) - 0.3) < 1e-3
+    embedding = "unet.class_embedding.weight"
+    # Only the forgotten class's embedding row enters the conditional loss: no other row can be salient.
+    assert grads[embedding][3].abs().sum() > 0
+    others = [k for k in range(11) if k != 3]
+    assert not mask[embedding][others].any()
+    rows = layer_statistics(grads, mask)
+    assert {r["layer"] for r in rows} == set(dict(trained.named_parameters()))
+
+    before = state_checksum(trained)
+    run = unlearn_generator(trained, data, "salun", sparsity=0.3, steps=5, lr=1e-2, weight_decay=0.1,
+                            mask_images=32)
+    assert state_checksum(trained) == before, "the original generator was modified"
+    original = dict(trained.named_parameters())
+    moved_inside = 0
+    for name, p in run.model.named_parameters():
+        outside = ~run.mask[name]
+        assert torch.equal(p.detach()[outside], original[name].detach()[outside]), f"{name} moved outside the mask"
+        moved_inside += int((p.detach()[run.mask[name]] != original[name].detach()[run.mask[name]]).sum())
+    assert moved_inside > 0
+
+
+def test_small_budget_changes_forgotten_class_more_than_retained(trained, digits):
+    data = generation_split(digits, 3)
+    labels = torch.arange(10).repeat_interleave(6)
+    before = generate(trained, labels, guidance=1.0, steps=10, seed=7)
+    run = unlearn_generator(trained, data, "salun", steps=15, lr=3e-3, alpha=0.5, mask_images=32)
+    after = generate(run.model, labels, guidance=1.0, steps=10, seed=7)
+    change = (after - before).abs().mean(dim=(1, 2, 3))
+    forgotten, retained = change[labels == 3].mean(), change[labels != 3].mean()
+    assert forgotten > 2 * retained, (float(forgotten), float(retained))
+
+
+def test_same_seed_same_images_and_another_seed_other_images(trained):
+    labels = [0, 1, 2, 5, 9]
+    a = generate(trained, labels, steps=5, seed=3)
+    assert a.shape == (5, 1, 8, 8) and a.min() >= 0 and a.max() <= 1
+    assert torch.equal(a, generate(trained, labels, steps=5, seed=3))
+    assert not torch.equal(a, generate(trained, labels, steps=5, seed=4))
+    # One image's noise depends only on (seed, position), not on the batch it was drawn in.
+    assert torch.allclose(a[:2], generate(trained, labels, steps=5, seed=3, batch_size=2)[:2], atol=1e-5)
+
+
+def test_unlearning_is_reproducible_and_cancellable(trained, digits):
+    data = generation_split(digits, 1)
+    a = unlearn_generator(trained, data, "rl", steps=3, seed=1)
+    b = unlearn_generator(trained, data, "rl", steps=3, seed=1)
+    assert state_checksum(a.model) == state_checksum(b.model)
+    assert a.mask is None and len(a.losses) == 3
+
+    def cancel(done, total, loss):
+        if done == 2:
+            raise CancelledError()
+
+    with pytest.raises(CancelledError):
+        unlearn_generator(trained, data, "ga", steps=5, progress=cancel)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda m, d: generate(m, [10]), "does not exist"),
+    (lambda m, d: generate(m, [-1]), "does not exist"),
+    (lambda m, d: generate(m, [1], guidance=0), "guidance"),
+    (lambda m, d: generate(m, [1], guidance=-1.5), "guidance"),
+    (lambda m, d: generate(m, [1], steps=0), "sampling steps"),
+    (lambda m, d: generation_split(d, 10), "does not exist"),
+    (lambda m, d: unlearn_generator(m, generation_split(d, 2), "salun", steps=0), "steps"),
+    (lambda m, d: unlearn_generator(m, generation_split(d, 2), "nope"), "unknown generation method"),
+    (lambda m, d: unlearn_generator(m, generation_split(d, 2), "ga", alpha=1.0), "no parameter alpha"),
+    (lambda m, d: unlearn_generator(m, generation_split(d, 2), "salun", sparsity=0), "sparsity"),
+])
+def test_bad_inputs_raise_clear_errors(trained, digits, call, message):
+    with pytest.raises(SalunError, match=message):
+        call(trained, digits)
+
+
+def test_training_resumes_exactly(tmp_path, digits):
+    config = GeneratorTrainConfig(dataset="digits", steps=4, batch_size=8, warmup_steps=2, unet=TINY)
+    straight, _ = train_generator(config, tmp_path / "a", checkpoint_every_s=1e9)
+    _, summary = train_generator(config, tmp_path / "b", checkpoint_every_s=1e9, stop_after_s=0)
+    assert summary["steps_done"] == 1
+    resumed, summary = train_generator(config, tmp_path / "b", checkpoint_every_s=1e9)
+    assert summary["steps_done"] == 4
+    assert state_checksum(straight) == state_checksum(resumed)
+    other = GeneratorTrainConfig(dataset="digits", steps=4, batch_size=8, lr=5e-3, unet=TINY)
+    with pytest.raises(SalunError, match="another training config"):
+        train_generator(other, tmp_path / "b")
+
+
+def test_generator_checkpoint_round_trip_and_strict_load(tmp_path, trained):
+    path = save_generator(trained, tmp_path / "g.safetensors", {"dataset": "digits", "command": "x", "seed": 0})
+    loaded, meta = load_generator(path)
+    assert state_checksum(loaded) == state_checksum(trained) and meta["unet"]["image_size"] == 8
+    sidecar = json.loads(path.with_suffix(".json").read_text())
+    sidecar["unet"]["block_out_channels"] = [16, 32]
+    path.with_suffix(".json").write_text(json.dumps(sidecar))
+    with pytest.raises(CheckpointError, match="does not fit"):
+        load_generator(path)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_generator(tmp_path / "missing.safetensors")
+
+
+def test_frechet_distance_on_classifier_features(digits):
+    torch.manual_seed(0)
+    classifier = SmallCNN(1, 10, 8).eval()
+    real = digits.test_x[:200]
+    assert frechet_distance(classifier, real, real) == pytest.approx(0.0, abs=1e-3)
+    noise = torch.rand(200, 1, 8, 8)
+    assert frechet_distance(classifier, real, noise) > frechet_distance(classifier, real, digits.test_x[200:])
+
+
+def test_generation_metrics_before_and_after(trained, digits):
+    torch.manual_seed(0)
+    classifier = SmallCNN(1, 10, 8).eval()
+    result = generation_metrics(trained, classifier, 4, digits.test_x, digits.test_y, per_class=3, steps=4)
+    assert result["ua"] == pytest.approx(100 - result["per_class_accuracy"][4])
+    assert len(result["per_class_accuracy"]) == 10 and result["images"].shape == (30, 1, 8, 8)
+    assert result["frechet_retained"] >= 0
+
+
+# --- the page --------------------------------------------------------------------------------------
+
+@pytest.fixture
+def page_env(tmp_path, trained, digits, monkeypatch):
+    """The page pointed at a tiny generator and an (untrained) 8x8 classifier."""
+    gen_path = save_generator(trained, tmp_path / "gen.safetensors", {"dataset": "digits", "seed": 0})
+    torch.manual_seed(0)
+    clf = SmallCNN(1, 10, 8)
+    clf_path = save_checkpoint(clf, tmp_path / "clf.safetensors", {
+        "architecture": "small_cnn", "dataset": "digits", "class_names": digits.class_names, "image_shape": [1, 8, 8]})
+    monkeypatch.setenv("SALUN_GENERATOR", str(gen_path))
+    monkeypatch.setenv("SALUN_CLASSIFIER", str(clf_path))
+    monkeypatch.setenv("SALUN_GEN_PER_CLASS", "2")
+    monkeypatch.setenv("SALUN_GEN_SAMPLE_STEPS", "3")
+
+
+def test_page_forgets_a_class_and_shows_before_after(page_env):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    assert not at.exception
+    at.selectbox(key="gen_forget").select("7").run()
+    at.number_input(key="gen_steps").set_value(3).run()
+    at.button(key="gen_run").click().run()
+    assert not at.exception
+    text = " ".join(m.value for m in at.markdown) + " ".join(str(df.value) for df in at.dataframe)
+    assert "Fréchet distance (classifier features)" in text
+    assert "UA (generation)" in text
+    assert at.session_state["gen_result"].config.forget == "class:7"
+
+
+def test_page_shows_bad_input_as_error_not_traceback(page_env):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    at.number_input(key="gen_guidance").set_value(0.0).run()
+    at.button(key="gen_run").click().run()
+    assert not at.exception
+    assert any("guidance" in e.value for e in at.error)
