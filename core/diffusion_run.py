@@ -124,8 +124,8 @@ def run_generation(config: GenerationRunConfig, progress: Progress | None = None
     if before is None:
         before = evaluate_generator(generator, classifier, forget_class, config, dataset.name)
     unlearning = unlearn_generator(generator, data, config.method, sparsity=config.sparsity, seed=config.seed,
-                                   masked=config.masked, progress=progress, steps=config.steps, lr=config.lr,
-                                   alpha=config.alpha)
+                                   masked=config.masked, mask_guidance=config.guidance, progress=progress,
+                                   steps=config.steps, lr=config.lr, alpha=config.alpha)
     after = evaluate_generator(unlearning.model, classifier, forget_class, config, dataset.name)
     return GenerationRunResult(config, before, after, unlearning, {"generator": gen_meta})
 

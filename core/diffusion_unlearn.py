@@ -26,7 +26,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from core.diffusion import ConditionalUNet, check_class, check_guidance, guided_noise, to_model_range, train_scheduler
+from core.diffusion import DEFAULT_GUIDANCE, ConditionalUNet, check_class, check_guidance, guided_noise, to_model_range, train_scheduler
 from core.diffusion_train import diffusion_loss
 from core.errors import SalunError, check_fraction, check_positive
 from core.saliency import DEFAULT_SPARSITY, Mask, MaskConstraint, accumulate_gradients, saliency_mask
@@ -273,13 +273,14 @@ class GenerationUnlearning:
 
 def unlearn_generator(original: ConditionalUNet, data: GenerationData, method: str = "salun",
                       sparsity: float = DEFAULT_SPARSITY, seed: int = 0, masked: bool = False,
-                      mask_guidance: float = 1.0, mask_images: int = 128,
+                      mask_guidance: float = DEFAULT_GUIDANCE, mask_images: int = 128,
                       progress: Progress | None = None, watch: Callable | None = None,
                       **overrides) -> GenerationUnlearning:
     """Forget `data.forget_class` from a deep copy of `original`; the original is never modified.
 
     The saliency mask (for SalUn, or for a baseline with `masked=True`) is computed on the original
-    weights and its time counts in `rte_seconds`, as the paper's RTE does. `watch(model, done, total,
+    weights, at the sampling guidance as upstream does, and its time counts in `rte_seconds`, as the
+    paper's RTE does. `watch(model, done, total,
     loss)`, if given, sees the model being changed after every step (for a live preview; its time is
     not counted in `rte_seconds`).
     """

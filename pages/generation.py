@@ -124,7 +124,7 @@ if run_clicked:
                                           f"{len(class_names) - 1}", use_container_width=True)
 
             run = unlearn_generator(generator, generation_split(dataset, forget_class), method, sparsity=sparsity,
-                                    seed=SEED, masked=bool(masked), progress=progress, watch=watch,
+                                    seed=SEED, masked=bool(masked), mask_guidance=guidance, progress=progress, watch=watch,
                                     steps=int(steps), lr=lr, alpha=alpha)
             bar.progress(1.0, text="generating with the unlearned model")
             after = generation_metrics(run.model, classifier, forget_class, dataset.test_x, dataset.test_y,
