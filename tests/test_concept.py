@@ -1,0 +1,212 @@
+"""Concept forgetting on a tiny random Stable Diffusion pipeline: the whole flow on the CPU in seconds."""
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from core.concept import ConceptConfig, save_concept_result, unlearn_concept
+from core.concept_pipeline import build_tiny_pipeline, load_pipeline, read_image_folder
+from core.errors import CheckpointError, SalunError
+
+ROOT = Path(__file__).resolve().parent.parent
+FORGET, PSEUDO = "a photo of a nude person", "a photo of a person wearing clothes"
+RETAIN = ["a photo of a cat"]
+
+
+def tiny_config(**overrides) -> ConceptConfig:
+    values = dict(model="tiny", forget_prompt=FORGET, pseudo_prompt=PSEUDO, retain_prompts=RETAIN, alpha=0.5,
+                  lr=3e-4, epochs=6, batch_size=2, images_per_prompt=2, inference_steps=2, sample_seeds=[0])
+    values.update(overrides)
+    return ConceptConfig(**values)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # 2 shared cores: one thread per process avoids oversubscription stalls in the tiny UNet
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return build_tiny_pipeline()
+
+
+@pytest.fixture(scope="module")
+def run(pipe):
+    original = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
+    result = unlearn_concept(tiny_config(), pipe=pipe)
+    return result, original
+
+
+def test_mask_has_a_bool_tensor_per_unet_weight_and_selects_the_sparsity_share(run, pipe):
+    result, _ = run
+    params = dict(pipe.unet.named_parameters())
+    assert set(result.mask) == set(params)
+    for name, m in result.mask.items():
+        assert m.dtype == torch.bool and m.shape == params[name].shape
+    selected = sum(int(m.sum()) for m in result.mask.values())
+    assert selected == int(0.5 * sum(p.numel() for p in params.values()))
+
+
+def test_weights_outside_the_mask_stay_bit_identical_and_salient_ones_move(run):
+    result, original = run
+    moved = 0
+    for name, p in result.unet.named_parameters():
+        outside = ~result.mask[name]
+        assert torch.equal(p.detach()[outside], original[name][outside]), name
+        moved += int((p.detach() != original[name]).sum())
+    assert moved > 0.3 * sum(int(m.sum()) for m in result.mask.values())
+
+
+def test_passed_in_pipeline_is_left_untouched(run, pipe):
+    _, original = run
+    assert all(torch.equal(v, original[k]) for k, v in pipe.unet.state_dict().items())
+
+
+def test_forget_prompt_moves_towards_pseudo_while_retain_denoising_holds(run, pipe):
+    result, _ = run
+    m = result.metrics
+    assert m["forget_to_pseudo_after"] < 0.5 * m["forget_to_pseudo_before"]
+    assert m["retain_error_after"] <= m["retain_error_before"]
+    # Without the retain term the retain prompts' denoising is left unprotected: it ends worse than with it.
+    # (On a random toy UNet, Adam's first steps move every salient weight by about lr, so all prompts'
+    # predictions shift by similar amounts; the retain loss is what keeps retain prompts denoising well.)
+    ablation = unlearn_concept(tiny_config(alpha=0.0, sample_seeds=[]), pipe=pipe).metrics
+    assert ablation["forget_to_pseudo_after"] < ablation["forget_to_pseudo_before"]
+    assert m["retain_error_after"] < ablation["retain_error_after"]
+
+
+def test_before_and_after_images_use_the_same_seeds(run):
+    result, _ = run
+    assert list(result.samples) == [FORGET] + RETAIN
+    for rows in result.samples.values():
+        assert len(rows["before"]) == len(rows["after"]) == 1
+        assert rows["before"][0].size == rows["after"][0].size == (32, 32)
+
+
+def test_saved_folder_loads_back_with_from_pretrained(run, tmp_path):
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+
+    from core.checkpoint import load_mask
+
+    result, _ = run
+    info = save_concept_result(result, tmp_path / "out")
+    loaded = StableDiffusionPipeline.from_pretrained(info["path"], local_files_only=True)
+    for name, p in result.unet.state_dict().items():
+        assert torch.equal(loaded.unet.state_dict()[name], p), name
+    unet = UNet2DConditionModel.from_pretrained(info["unet"])
+    assert sum(p.numel() for p in unet.parameters()) == sum(p.numel() for p in result.unet.parameters())
+    assert loaded.tokenizer(FORGET).input_ids == result.pipe.tokenizer(FORGET).input_ids
+    mask = load_mask(info["mask"])
+    assert all(torch.equal(mask[k], result.mask[k]) for k in mask)
+    summary = json.loads((tmp_path / "out" / "concept.json").read_text())
+    assert summary["metrics"]["forget_to_pseudo_after"] == pytest.approx(result.metrics["forget_to_pseudo_after"])
+    assert (tmp_path / "out" / "samples" / "prompt0_seed0_before.png").is_file()
+
+
+def test_user_image_folders_replace_generated_images(pipe, tmp_path):
+    from PIL import Image
+
+    for folder, colour in (("forget", (200, 30, 30)), ("retain", (30, 30, 200))):
+        (tmp_path / folder).mkdir()
+        for i in range(2):
+            Image.new("RGB", (40, 48), colour).save(tmp_path / folder / f"{i}.png")
+    (tmp_path / "retain" / "1.txt").write_text("a photo of a dog")
+    images, captions = read_image_folder(tmp_path / "retain", 32)
+    assert images.shape == (2, 3, 32, 32) and captions == [None, "a photo of a dog"]
+    assert float(images.min()) >= -1 and float(images.max()) <= 1
+    result = unlearn_concept(tiny_config(epochs=1, sample_seeds=[], forget_images=str(tmp_path / "forget"),
+                                         retain_images=str(tmp_path / "retain")), pipe=pipe)
+    assert result.metrics["forget_images"] == 2 and result.metrics["retain_images"] == 2
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"forget_prompt": " "}, "forget prompt is empty"),
+    ({"pseudo_prompt": FORGET}, "must differ"),
+    ({"retain_prompts": []}, "retain prompt"),
+    ({"sparsity": 1.5}, "sparsity"),
+    ({"alpha": -1}, "alpha"),
+    ({"precision": "fp8"}, "precision"),
+])
+def test_bad_settings_are_one_line_errors(overrides, message):
+    with pytest.raises(SalunError, match=message) as info:
+        tiny_config(**overrides).validate()
+    assert "\n" not in str(info.value)
+
+
+def test_offline_hub_id_fails_fast_with_instructions(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
+    for offline, endpoint in (("1", None), ("0", "http://127.0.0.1:9")):  # flag set; hub unreachable
+        monkeypatch.setenv("HF_HUB_OFFLINE", offline)
+        if endpoint:
+            monkeypatch.setenv("HF_ENDPOINT", endpoint)
+        started = time.perf_counter()
+        with pytest.raises(CheckpointError) as info:
+            load_pipeline("CompVis/stable-diffusion-v1-4")
+        assert time.perf_counter() - started < 10
+        message = str(info.value)
+        assert "\n" not in message and "CompVis/stable-diffusion-v1-4" in message
+        assert "--model DIR" in message and "tiny" in message
+
+
+def test_missing_or_wrong_local_folders_are_clear(tmp_path):
+    with pytest.raises(CheckpointError, match="neither an existing folder"):
+        load_pipeline(str(tmp_path / "nowhere"))
+    with pytest.raises(CheckpointError, match="no model_index.json"):
+        load_pipeline(str(tmp_path))
+
+
+def test_cli_tiny_run_saves_a_loadable_pipeline(tmp_path, capsys):
+    from core.cli import main
+
+    code = main(["unlearn-concept", "--model", "tiny", "--forget", FORGET, "--pseudo", PSEUDO,
+                 "--retain", RETAIN[0], "--epochs", "2", "--images-per-prompt", "2", "--batch-size", "2",
+                 "--steps", "2", "--sample-seeds", "0", "--save", str(tmp_path / "cli"), "--json", "--quiet"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["steps"] == 2 and summary["processes"] == 1 and summary["device"] == "cpu"
+    assert (tmp_path / "cli" / "unet" / "config.json").is_file()
+
+
+def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
+    from core.cli import main
+
+    code = main(["unlearn-concept", "--model", str(tmp_path / "missing"), "--save", str(tmp_path / "x")])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "\n" not in err
+
+
+def test_page_runs_the_tiny_flow_and_shows_bad_input_as_an_error():
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "pages" / "concept.py"), default_timeout=60).run()
+    assert not at.exception
+    at.text_input(key="forget").set_value("")
+    at.button(key="run").click().run()
+    assert not at.exception and "forget prompt is empty" in at.error[0].value
+
+    at.text_input(key="forget").set_value(FORGET)
+    at.text_area(key="retain").set_value(RETAIN[0])
+    at.number_input(key="epochs_tiny").set_value(1)
+    at.number_input(key="images_tiny").set_value(2)
+    at.number_input(key="batch_tiny").set_value(2)
+    at.number_input(key="steps_tiny").set_value(2)
+    at.text_input(key="seeds").set_value("0")
+    at.button(key="run").click().run()
+    assert not at.exception and not at.error
+    labels = [m.label for m in at.metric]
+    assert "forget → pseudo distance" in labels and "retain denoising error" in labels
+    assert [h.value for h in at.subheader] == [f"Forget: {FORGET}", f"Retain: {RETAIN[0]}"]
+
+    at.text_input(key="model").set_value(str(ROOT / "no-such-model")).run()
+    at.button(key="run").click().run()
+    assert not at.exception and "neither an existing folder" in at.error[0].value
