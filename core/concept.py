@@ -18,9 +18,7 @@ bf16 (fp16 with loss scaling where bf16 is missing); on the CPU everything is fl
 from __future__ import annotations
 
 import copy
-import math
 import time
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
@@ -29,11 +27,10 @@ import torch.nn.functional as F
 
 from core.concept_pipeline import (TINY_MODEL, default_resolution, encode_images, encode_prompts, generate,
                                    load_pipeline, read_image_folder)
+from core.concept_train import Progress, expand_batch, noised, forget_gradients, train_salun
 from core.errors import SalunError, check_fraction, check_positive
-from core.saliency import MaskConstraint, accumulate_gradients, mask_fraction, saliency_mask
-from core.training import check_finite
+from core.saliency import mask_fraction, saliency_mask
 
-Progress = Callable[[int, int, float], None]
 PhaseProgress = Callable[[str], Progress]  # phase name -> progress callback, like core.cli.ProgressBar.phase
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 PROBE_TIMESTEPS = (100, 300, 500, 700, 900)  # fixed timesteps at which predictions are compared
@@ -135,60 +132,6 @@ def unlearned_pipeline(pipe, unet):
     return new
 
 
-def _noised(scheduler, latents, generator, timesteps=None):
-    noise = torch.randn(latents.shape, generator=generator).to(latents.device)
-    if timesteps is None:
-        timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (len(latents),), generator=generator)
-    timesteps = timesteps.to(latents.device)
-    return scheduler.add_noise(latents, noise, timesteps), noise, timesteps
-
-
-def _expand(embedding, n):
-    return embedding.expand(n, *embedding.shape[1:]) if embedding.shape[0] == 1 else embedding
-
-
-def forget_gradients(unet, scheduler, latents, forget_emb, null_emb, guidance, micro_batch, generator,
-                     accelerator, progress: Progress | None = None) -> dict[str, torch.Tensor]:
-    """|Σ ∇θ ||ε − ε̂θ(x_t)||²| over this process's forget latents, summed over all processes."""
-    total = math.ceil(len(latents) / micro_batch)
-
-    def losses():
-        for start in range(0, len(latents), micro_batch):
-            x0 = latents[start:start + micro_batch]
-            x_t, noise, t = _noised(scheduler, x0, generator)
-            with accelerator.autocast():
-                if guidance:
-                    both = unet(torch.cat([x_t, x_t]), torch.cat([t, t]),
-                                torch.cat([_expand(forget_emb, len(x0)), _expand(null_emb, len(x0))])).sample
-                    cond, uncond = both.float().chunk(2)
-                    prediction = (1 + guidance) * cond - guidance * uncond
-                else:
-                    prediction = unet(x_t, t, _expand(forget_emb, len(x0))).sample.float()
-            yield F.mse_loss(prediction, noise, reduction="none").mean(dim=(1, 2, 3)).sum()
-
-    def step(seen):
-        if progress:
-            progress(seen, total, 0.0)
-
-    gradients = accumulate_gradients(unet, losses(), progress=step)
-    if accelerator.num_processes > 1:  # one tensor at a time, so the peak stays at one extra tensor
-        gradients = {name: accelerator.reduce(g, "sum") for name, g in gradients.items()}
-    return gradients
-
-
-def salun_losses(unet, frozen_unet, scheduler, forget_x0, forget_emb, pseudo_emb, retain_x0, retain_emb,
-                 generator):
-    """(forget loss, retain loss) for one micro-batch: MSE to the detached pseudo-prompt prediction,
-    and the plain noise-prediction loss of retain latents with their own prompts."""
-    x_t, _, t = _noised(scheduler, forget_x0, generator)
-    with torch.no_grad():
-        target = frozen_unet(x_t, t, _expand(pseudo_emb, len(x_t))).sample.float()
-    forget_loss = F.mse_loss(unet(x_t, t, _expand(forget_emb, len(x_t))).sample.float(), target)
-    r_t, r_noise, rt = _noised(scheduler, retain_x0, generator)
-    retain_loss = F.mse_loss(unet(r_t, rt, retain_emb).sample.float(), r_noise)
-    return forget_loss, retain_loss
-
-
 class _Probe:
     """Noise predictions on fixed noise at PROBE_TIMESTEPS: the forget and pseudo prompts on forget
     images, the retain prompts on retain images."""
@@ -206,8 +149,8 @@ class _Probe:
         for name, (x0, emb) in self.inputs.items():
             generator = torch.Generator().manual_seed(self.seed)  # the same noise for every prompt
             t = torch.tensor(PROBE_TIMESTEPS).repeat_interleave(len(x0))
-            x_t, noise, t = _noised(self.scheduler, x0.repeat(len(PROBE_TIMESTEPS), 1, 1, 1), generator, t)
-            emb = emb.repeat(len(PROBE_TIMESTEPS), 1, 1) if len(emb) == len(x0) else _expand(emb, len(x_t))
+            x_t, noise, t = noised(self.scheduler, x0.repeat(len(PROBE_TIMESTEPS), 1, 1, 1), generator, t)
+            emb = emb.repeat(len(PROBE_TIMESTEPS), 1, 1) if len(emb) == len(x0) else expand_batch(emb, len(x_t))
             out[name] = self.unet(x_t, t, emb.to(x_t.device)).sample.float().cpu()
             out[f"{name}_noise"] = noise.float().cpu()
         self.unet.train(was_training)
@@ -331,7 +274,7 @@ def unlearn_concept(config: ConceptConfig, pipe=None, phase_progress: PhaseProgr
     before = probe()
 
     t0 = time.perf_counter()
-    losses = _train(unet, pipe.scheduler, mask, forget_latents, embeddings[config.forget_prompt],
+    losses = train_salun(unet, pipe.scheduler, mask, forget_latents, embeddings[config.forget_prompt],
                     embeddings[config.pseudo_prompt], retain_latents, retain_embs, config, micro, generator,
                     accelerator, phase("unlearning"))
     timings["unlearn_s"] = time.perf_counter() - t0
@@ -355,72 +298,6 @@ def unlearn_concept(config: ConceptConfig, pipe=None, phase_progress: PhaseProgr
     timings["samples_after_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - started
     return ConceptResult(config, pipe, unet, mask, metrics, samples, losses, timings, accelerator.is_main_process)
-
-
-def _train(unet, scheduler, mask, forget_latents, forget_emb, pseudo_emb, retain_latents, retain_embs, config,
-           micro, generator, accelerator, progress) -> list[float]:
-    """The SalUn loop: Adam on the salient weights, gradient accumulation over micro-batches."""
-    constraint = MaskConstraint(unet, mask)
-    for name, p in unet.named_parameters():  # tensors with no salient weight need neither grads nor Adam state
-        p.requires_grad_(bool(mask[name].any()))
-    optimizer = torch.optim.Adam([p for p in unet.parameters() if p.requires_grad], lr=config.lr)
-    # The pseudo-prompt target is computed under no_grad by the same weights, outside DDP's bookkeeping.
-    frozen_view = unet
-    unet, optimizer = accelerator.prepare(unet, optimizer)
-    local_batch = max(1, config.batch_size // accelerator.num_processes)
-    total_forget = int(accelerator.reduce(torch.tensor(len(forget_latents), device=accelerator.device), "sum"))
-    steps = config.epochs * max(1, math.ceil(total_forget / config.batch_size))
-    order, cursor, losses = torch.randperm(len(forget_latents), generator=generator), 0, []
-    unet.train()
-    while len(losses) < steps:
-        take = []
-        while len(take) < local_batch:  # every process makes the same number of steps, whatever its share
-            if cursor == len(order):
-                order, cursor = torch.randperm(len(forget_latents), generator=generator), 0
-            take.append(int(order[cursor]))
-            cursor += 1
-        f_idx = torch.tensor(take)
-        r_idx = torch.randint(0, len(retain_latents), (len(take),), generator=generator)
-        while True:
-            try:
-                loss = _accumulate(unet, frozen_view, scheduler, forget_latents, forget_emb, pseudo_emb,
-                                   retain_latents, retain_embs, f_idx, r_idx, config.alpha, micro, generator,
-                                   accelerator)
-                break
-            except torch.cuda.OutOfMemoryError:
-                if micro == 1 or accelerator.num_processes > 1:
-                    raise SalunError("out of GPU memory even at micro-batch 1; use a smaller resolution "
-                                     "or a GPU with more memory") from None
-                micro //= 2
-                optimizer.zero_grad(set_to_none=True)
-                torch.cuda.empty_cache()
-        constraint.mask_gradients()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        constraint.restore()
-        losses.append(check_finite(accelerator.reduce(loss, "mean"), "SalUn concept unlearning"))
-        if progress:
-            progress(len(losses), steps, losses[-1])
-    unet = accelerator.unwrap_model(unet, keep_fp32_wrapper=False)
-    unet.requires_grad_(False)
-    return losses
-
-
-def _accumulate(unet, frozen_view, scheduler, forget_latents, forget_emb, pseudo_emb, retain_latents,
-                retain_embs, f_idx, r_idx, alpha, micro, generator, accelerator) -> torch.Tensor:
-    """Backward of (forget + α·retain) over one batch in micro-batches; returns the batch's loss."""
-    chunks = list(zip(f_idx.split(micro), r_idx.split(micro)))
-    total = torch.zeros((), device=accelerator.device)
-    for i, (fi, ri) in enumerate(chunks):
-        sync = accelerator.no_sync(unet) if i < len(chunks) - 1 else nullcontext()
-        with sync:
-            with accelerator.autocast():
-                forget_loss, retain_loss = salun_losses(unet, frozen_view, scheduler, forget_latents[fi], forget_emb,
-                                                        pseudo_emb, retain_latents[ri], retain_embs[ri], generator)
-                loss = (forget_loss + alpha * retain_loss) * (len(fi) / len(f_idx))
-            accelerator.backward(loss)
-        total += loss.detach()
-    return total
 
 
 def save_concept_result(result: ConceptResult, directory) -> dict:

@@ -45,6 +45,7 @@ class RunConfig:
     lr: float | None = None
     alpha: float | None = None
     masked: bool = False  # give the saliency mask to a baseline too (SalUn always uses it)
+    options: dict = field(default_factory=dict)  # any other method setting, e.g. {"retain_batch_size": 128}
     checkpoint: str | None = None  # default: the shipped model for the dataset
     data_root: str | None = None
     download: bool = False
@@ -61,7 +62,7 @@ class RunConfig:
         return cls(**values)
 
     def overrides(self) -> dict:
-        return {"epochs": self.epochs, "lr": self.lr, "alpha": self.alpha}
+        return {**self.options, "epochs": self.epochs, "lr": self.lr, "alpha": self.alpha}
 
 
 @dataclass
@@ -139,7 +140,8 @@ class Experiment:
                 progress: Progress | None = None, config: RunConfig | None = None, **overrides) -> RunResult:
         spec = get_method(method)
         given = {k: v for k, v in overrides.items() if v is not None}
-        params = method_params(spec, seed=seed, **{**self._recipe_defaults(spec.name), **given})
+        params = method_params(spec, seed=seed, forget_kind=self.split.target.kind,
+                               **{**self._recipe_defaults(spec.name), **given})
         sparsity = check_fraction("sparsity", sparsity)
         start = time.perf_counter()
         mask = None
@@ -150,8 +152,11 @@ class Experiment:
         losses = spec.run(model, self.data, params, mask=mask, progress=progress)
         rte = time.perf_counter() - start
         metrics = {**self.evaluate(model, seed), "rte_seconds": rte}
-        config = config or RunConfig(dataset=self.dataset.name, forget=str(self.split.target), method=spec.name,
-                                     sparsity=sparsity, seed=seed, masked=masked, **overrides)
+        if config is None:
+            named = {k: overrides.get(k) for k in ("epochs", "lr", "alpha")}
+            options = {k: v for k, v in overrides.items() if k not in named and v is not None}
+            config = RunConfig(dataset=self.dataset.name, forget=str(self.split.target), method=spec.name,
+                               sparsity=sparsity, seed=seed, masked=masked, options=options, **named)
         return RunResult(config, spec.name, metrics, params, losses, model, mask, mask_seconds)
 
     def _recipe_defaults(self, method: str) -> dict:

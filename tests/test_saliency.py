@@ -1,0 +1,91 @@
+"""The saliency mask: a global top fraction of all weights, exact, and the same as a full ranking."""
+
+import pytest
+import torch
+
+from core.errors import SalunError
+from core.saliency import argsort_mask, layer_statistics, mask_fraction, mask_iou, saliency_mask
+
+
+def fake_gradients(seed=0, scale_per_layer=(1.0, 10.0, 0.1, 3.0)):
+    g = torch.Generator().manual_seed(seed)
+    shapes = [(64, 32, 3, 3), (4096,), (128, 64), (10,)]
+    return {f"layer{i}.weight": torch.rand(shape, generator=g) * s
+            for i, (shape, s) in enumerate(zip(shapes, scale_per_layer))}
+
+
+@pytest.mark.parametrize("sparsity", [0.01, 0.3, 0.5, 0.9])
+def test_mask_selects_exactly_the_asked_share_of_all_weights(sparsity):
+    grads = fake_gradients()
+    total = sum(g.numel() for g in grads.values())
+    mask = saliency_mask(grads, sparsity)
+    assert sum(int(m.sum()) for m in mask.values()) == int(total * sparsity)
+    assert all(mask[n].shape == grads[n].shape and mask[n].dtype == torch.bool for n in grads)
+
+
+def test_mask_is_global_so_layers_get_different_fractions():
+    grads = fake_gradients()
+    mask = saliency_mask(grads, 0.5)
+    fractions = {n: float(m.float().mean()) for n, m in mask.items()}
+    assert fractions["layer1.weight"] > 0.9  # the layer with 10x larger gradients is mostly salient
+    assert fractions["layer2.weight"] == 0.0  # the layer with 10x smaller gradients is not at all
+
+
+def test_every_selected_weight_outranks_every_unselected_one():
+    grads = fake_gradients(seed=3)
+    mask = saliency_mask(grads, 0.37)
+    selected = torch.cat([g[mask[n]] for n, g in grads.items()])
+    rejected = torch.cat([g[~mask[n]] for n, g in grads.items()])
+    assert selected.min() >= rejected.max()
+
+
+def test_same_mask_as_the_upstream_full_argsort():
+    grads = fake_gradients(seed=1)
+    for sparsity in (0.1, 0.5):
+        ours, upstream = saliency_mask(grads, sparsity), argsort_mask(grads, sparsity)
+        assert all(torch.equal(ours[n], upstream[n]) for n in grads)
+
+
+def test_ties_still_give_the_exact_count():
+    # most gradients exactly zero (dead units) and many tied values: the count must still be exact
+    grads = {"a": torch.zeros(100_000), "b": torch.full((50_000,), 2.0), "c": torch.arange(1000.0)}
+    for sparsity in (0.2, 0.4, 0.7):
+        mask = saliency_mask(grads, sparsity)
+        assert sum(int(m.sum()) for m in mask.values()) == int(151_000 * sparsity)
+    assert bool(saliency_mask(grads, 0.4)["b"].all())  # every 2.0 outranks every zero
+
+
+def test_sparsity_one_selects_everything():
+    grads = fake_gradients()
+    assert mask_fraction(saliency_mask(grads, 1.0)) == 1.0
+
+
+@pytest.mark.parametrize("bad", [0, -0.1, 1.5, float("nan"), "half"])
+def test_sparsity_outside_zero_one_is_refused(bad):
+    with pytest.raises(SalunError, match="sparsity"):
+        saliency_mask(fake_gradients(), bad)
+
+
+def test_overlap_of_masks_in_total_and_per_layer():
+    grads = fake_gradients()
+    a = saliency_mask(grads, 0.5)
+    total, per_layer = mask_iou(a, a)
+    assert total == 1.0 and set(per_layer.values()) == {1.0}
+    b = {n: ~m for n, m in a.items()}
+    total, per_layer = mask_iou(a, b)
+    assert total == 0.0
+    c = saliency_mask(fake_gradients(seed=9), 0.5)
+    total, per_layer = mask_iou(a, c)
+    inter = sum(int((a[n] & c[n]).sum()) for n in a)
+    union = sum(int((a[n] | c[n]).sum()) for n in a)
+    assert total == pytest.approx(inter / union)
+
+
+def test_layer_statistics_report_fraction_and_quantiles():
+    grads = fake_gradients()
+    mask = saliency_mask(grads, 0.5)
+    rows = layer_statistics(grads, mask)
+    assert [r["layer"] for r in rows] == list(grads)
+    for row in rows:
+        assert row["salient_fraction"] == pytest.approx(float(mask[row["layer"]].float().mean()))
+        assert row["grad_median"] <= row["grad_q90"] <= row["grad_q99"] <= row["grad_max"]
