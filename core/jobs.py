@@ -1,0 +1,157 @@
+"""A bounded job runner: long work runs in background threads, a few at a time, the rest queued.
+
+    runner = JobRunner(max_concurrent=1)
+    job = runner.submit(lambda progress: experiment.unlearn("salun", progress=progress), label="SalUn")
+    job.status, job.queue_position(), job.progress, job.losses   # poll from the UI
+    job.cancel()                                                   # stops at the next step
+    job.wait(); job.result or job.error
+
+The work function receives a `progress(done, total, loss)` callback, the same one the core's methods
+take; cancelling makes that callback raise `CancelledError`, so a run stops at its next step and
+nothing half-done is kept. Because jobs live outside any one page run, a Streamlit rerun (a click on
+"Cancel", another widget) never kills them.
+
+Torch's intra-op thread pool is process-wide, so threads per job are set once for the process:
+cores // max_concurrent, at least 1. Two jobs each using all cores only slow each other down.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import threading
+import time
+import traceback
+from collections import deque
+from typing import Any, Callable
+
+from core.errors import CancelledError, SalunError
+
+QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
+FINISHED = (DONE, FAILED, CANCELLED)
+
+
+class Job:
+    _ids = itertools.count(1)
+
+    def __init__(self, runner: "JobRunner", fn: Callable[[Callable], Any], label: str):
+        self.id = next(self._ids)
+        self.label = label
+        self.status = QUEUED
+        self.progress: tuple[int, int, float] = (0, 0, math.nan)
+        self.losses: list[float] = []
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.error_traceback = ""
+        self.submitted_at = time.time()
+        self.started_at: float | None = None
+        self.finished_at: float | None = None
+        self._runner, self._fn = runner, fn
+        self._cancel = threading.Event()
+        self._done = threading.Event()
+
+    # -- called by the work function -------------------------------------------------------------
+    def report(self, done: int, total: int, loss: float) -> None:
+        if self._cancel.is_set():
+            raise CancelledError(f"{self.label} was cancelled")
+        self.progress = (done, total, loss)
+        self.losses.append(loss)
+
+    # -- called by the UI ------------------------------------------------------------------------
+    def cancel(self) -> None:
+        self._cancel.set()
+        self._runner._drop_if_waiting(self)
+
+    def queue_position(self) -> int:
+        """0 while running or finished; 1 for the next job to start, and so on."""
+        return self._runner._position(self)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._done.wait(timeout)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+    @property
+    def message(self) -> str:
+        """What to tell the user about how the job ended."""
+        if self.status == CANCELLED:
+            return f"{self.label} was cancelled; earlier results are kept."
+        if self.status == FAILED:
+            if isinstance(self.error, SalunError):
+                return str(self.error)
+            return f"{self.label} failed unexpectedly ({type(self.error).__name__}: {self.error}); earlier results are kept."
+        return ""
+
+    @property
+    def fraction_done(self) -> float:
+        done, total, _ = self.progress
+        return min(1.0, done / total) if total else 0.0
+
+
+class JobRunner:
+    def __init__(self, max_concurrent: int = 1, threads_per_job: int | None = None):
+        if int(max_concurrent) < 1:
+            raise SalunError(f"max_concurrent must be at least 1, got {max_concurrent}")
+        self.max_concurrent = int(max_concurrent)
+        self.threads_per_job = threads_per_job or max(1, (os.cpu_count() or 1) // self.max_concurrent)
+        import torch
+
+        torch.set_num_threads(self.threads_per_job)
+        self._lock = threading.Lock()
+        self._waiting: deque[Job] = deque()
+        self._running: set[Job] = set()
+
+    def submit(self, fn: Callable[[Callable], Any], label: str = "job") -> Job:
+        job = Job(self, fn, label)
+        with self._lock:
+            self._waiting.append(job)
+        self._dispatch()
+        return job
+
+    def stats(self) -> dict:
+        with self._lock:
+            return {"running": len(self._running), "waiting": len(self._waiting),
+                    "max_concurrent": self.max_concurrent, "threads_per_job": self.threads_per_job}
+
+    def _position(self, job: Job) -> int:
+        with self._lock:
+            try:
+                return list(self._waiting).index(job) + 1
+            except ValueError:
+                return 0
+
+    def _drop_if_waiting(self, job: Job) -> None:
+        with self._lock:
+            if job in self._waiting:
+                self._waiting.remove(job)
+                job.status = CANCELLED
+                job.finished_at = time.time()
+                job._done.set()
+
+    def _dispatch(self) -> None:
+        with self._lock:
+            while self._waiting and len(self._running) < self.max_concurrent:
+                job = self._waiting.popleft()
+                self._running.add(job)
+                job.status = RUNNING
+                job.started_at = time.time()
+                threading.Thread(target=self._run, args=(job,), name=f"salun-job-{job.id}", daemon=True).start()
+
+    def _run(self, job: Job) -> None:
+        try:
+            job.result = job._fn(job.report)
+            job.status = DONE
+        except CancelledError as exc:
+            job.error, job.status = exc, CANCELLED
+        except Exception as exc:  # a failed job must never take the runner (or the app) down with it
+            job.error, job.status = exc, FAILED
+            job.error_traceback = traceback.format_exc()
+        finally:
+            job.finished_at = time.time()
+            with self._lock:
+                self._running.discard(job)
+            job._done.set()
+            self._dispatch()
