@@ -275,8 +275,8 @@ def unlearn_concept(config: ConceptConfig, pipe=None, phase_progress: PhaseProgr
 
     t0 = time.perf_counter()
     losses = train_salun(unet, pipe.scheduler, mask, forget_latents, embeddings[config.forget_prompt],
-                    embeddings[config.pseudo_prompt], retain_latents, retain_embs, config, micro, generator,
-                    accelerator, phase("unlearning"))
+                         embeddings[config.pseudo_prompt], retain_latents, retain_embs, config, micro, generator,
+                         accelerator, phase("unlearning"))
     timings["unlearn_s"] = time.perf_counter() - t0
 
     after = probe()
