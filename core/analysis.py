@@ -1,0 +1,144 @@
+"""Comparing saliency masks across classes, against the retain set, and sweeping SalUn's sparsity.
+
+    grads = class_gradients(experiment.original, experiment.dataset)     # one |∇θ CE| per class, once
+    iou = class_iou_matrix(grads, sparsity=0.5)                          # K x K, each mask at 50 %
+    retain = retain_gradients(experiment)                                # |∇θ CE| over the retain set
+    rows = sparsity_sweep(experiment, [0.1, 0.3, 0.5], seeds=[0, 1])     # SalUn metrics per run
+
+Gradients are the expensive part (one pass over the data); masks at any sparsity are cheap to redraw
+from them, so callers keep the gradients and recompute masks and overlaps on demand.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import replace
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+from torch import nn
+
+from core.data import ImageDataset
+from core.errors import SalunError, check_fraction
+from core.saliency import Mask, classifier_gradients, mask_iou, saliency_mask
+
+
+def example_images(dataset: ImageDataset, per_class: int = 1) -> dict[int, np.ndarray]:
+    """The first `per_class` training images of each class, as (n, H, W) or (n, H, W, C) arrays in [0, 1]."""
+    out = {}
+    labels = dataset.train_y.numpy()
+    for c in range(dataset.num_classes):
+        idx = np.flatnonzero(labels == c)[:per_class]
+        images = dataset.train_x[idx].numpy()
+        out[c] = images[:, 0] if images.shape[1] == 1 else images.transpose(0, 2, 3, 1)
+    return out
+
+
+def class_gradients(model: nn.Module, dataset: ImageDataset, device=None,
+                    progress: Callable[[int, int], None] | None = None) -> dict[int, dict[str, torch.Tensor]]:
+    """|∇θ CE| at the model's weights over each class's training images: the forget gradient of every
+    class-wise target. One pass over the training set in all."""
+    device = device or next(model.parameters()).device
+    out = {}
+    for c in range(dataset.num_classes):
+        rows = dataset.train_y == c
+        if not bool(rows.any()):
+            raise SalunError(f"class {c} ({dataset.class_names[c]}) has no training images")
+        out[c] = classifier_gradients(model, dataset.train_x[rows], dataset.train_y[rows], device=device)
+        if progress:
+            progress(c + 1, dataset.num_classes)
+    return out
+
+
+def retain_gradients(experiment) -> dict[str, torch.Tensor]:
+    """|∇θ CE| at the original weights over the retain set: what the kept data relies on."""
+    return classifier_gradients(experiment.original, experiment.data.retain_x, experiment.data.retain_y,
+                                device=experiment.device)
+
+
+def class_masks(gradients: dict[int, dict[str, torch.Tensor]], sparsity: float) -> dict[int, Mask]:
+    return {c: saliency_mask(g, sparsity) for c, g in gradients.items()}
+
+
+def class_iou_matrix(gradients: dict[int, dict[str, torch.Tensor]], sparsity: float) -> np.ndarray:
+    """IoU (0-1) of every pair of class masks, each selecting `sparsity` of all weights."""
+    sparsity = check_fraction("sparsity", sparsity)
+    masks = class_masks(gradients, sparsity)
+    classes = sorted(masks)
+    matrix = np.eye(len(classes))
+    for i, a in enumerate(classes):
+        for j in range(i + 1, len(classes)):
+            matrix[i, j] = matrix[j, i] = mask_iou(masks[a], masks[classes[j]])[0]
+    return matrix
+
+
+def sparsity_sweep(experiment, sparsities: Iterable[float], seeds: Iterable[int], base_config=None,
+                   progress: Callable[[int, int, float], None] | None = None,
+                   lookup: Callable | None = None, on_result: Callable | None = None) -> list[dict]:
+    """Run `base_config` (SalUn with its defaults unless given) at every sparsity x seed; one row of
+    metrics per run.
+
+    `progress(done, total, loss)` counts the runs in thousandths (raise from it to cancel the sweep);
+    `lookup(config)` may return an earlier RunResult to reuse; `on_result(result)` receives each one.
+    """
+    from core.experiment import RunConfig
+
+    sparsities = [check_fraction("sparsity", s) for s in sparsities]
+    seeds = [int(s) for s in seeds]
+    if not sparsities or not seeds:
+        raise SalunError("a sweep needs at least one sparsity and one seed")
+    base = base_config or RunConfig(dataset=experiment.dataset.name, forget=str(experiment.split.target))
+    runs = [replace(base, sparsity=s, seed=seed) for s in sparsities for seed in seeds]
+    rows = []
+    for i, config in enumerate(runs):
+        def report(done, total, loss, i=i):
+            if progress:
+                progress(i * 1000 + int(1000 * done / max(total, 1)), len(runs) * 1000, loss)
+
+        result = lookup(config) if lookup else None
+        if result is None:
+            result = experiment.unlearn(config.method, seed=config.seed, sparsity=config.sparsity,
+                                        masked=config.masked, progress=report, config=config, **config.overrides())
+        if progress:
+            progress((i + 1) * 1000, len(runs) * 1000, result.losses[-1] if result.losses else float("nan"))
+        if on_result:
+            on_result(result)
+        rows.append({"sparsity": config.sparsity, "seed": config.seed, **result.metrics})
+    return rows
+
+
+def summarize_sweep(rows: list[dict], metrics=("ua", "ra", "ta", "mia_efficacy")) -> list[dict]:
+    """Mean and standard deviation over seeds of each metric, per sparsity (sorted)."""
+    out = []
+    for sparsity in sorted({r["sparsity"] for r in rows}):
+        group = [r for r in rows if r["sparsity"] == sparsity]
+        row = {"sparsity": sparsity, "runs": len(group)}
+        for m in metrics:
+            values = np.array([r[m] for r in group], dtype=float)
+            row[m] = float(values.mean())
+            row[f"{m}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+        out.append(row)
+    return out
+
+
+def cli_command(config, save: str | None = None) -> str:
+    """The `python -m core.cli unlearn ...` line that reproduces a RunConfig (options beyond epochs,
+    lr and alpha have no CLI flag and are refused rather than silently dropped)."""
+    extra = {k: v for k, v in (config.options or {}).items() if v is not None}
+    if extra:
+        raise SalunError(f"settings {sorted(extra)} have no command-line flag; use the config JSON instead")
+    parts = ["python", "-m", "core.cli", "unlearn", "--dataset", config.dataset, "--forget", str(config.forget),
+             "--method", config.method, "--sparsity", f"{config.sparsity:g}", "--seed", str(config.seed)]
+    for flag, value in (("--epochs", config.epochs), ("--lr", config.lr), ("--alpha", config.alpha)):
+        if value is not None:
+            parts += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+    if config.masked:
+        parts.append("--masked")
+    if config.checkpoint:
+        parts += ["--checkpoint", str(config.checkpoint)]
+    if config.data_root:
+        parts += ["--data-root", str(config.data_root)]
+    if save:
+        parts += ["--save", save]
+    return " ".join(shlex.quote(p) for p in parts)

@@ -1,0 +1,259 @@
+"""Plotly figures for classification unlearning: saliency, overlaps, runs, comparisons, sweeps.
+
+Every function takes plain data (tensors, arrays, dicts of metrics) and returns a `plotly` Figure; no
+function here trains or evaluates anything, so the app can cache the data and redraw cheaply.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import plotly.graph_objects as go
+import torch
+import torch.nn.functional as F
+from plotly.subplots import make_subplots
+
+from core.metrics import METRIC_LABELS
+
+# One colour per role, used the same way in every figure.
+COLORS = {"before": "#7f7f7f", "after": "#d62728", "retrain": "#1f77b4",
+          "forget": "#d62728", "retain": "#2ca02c", "test": "#1f77b4"}
+METHOD_COLORS = ["#d62728", "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
+
+
+def _layout(fig: go.Figure, title: str, height: int = 320, **kwargs) -> go.Figure:
+    fig.update_layout(title=dict(text=title, x=0, font=dict(size=15)), height=height,
+                      margin=dict(l=10, r=10, t=50, b=10), **kwargs)
+    return fig
+
+
+# --- saliency ------------------------------------------------------------------------------------
+
+def weight_grid(tensor: torch.Tensor, max_rows: int = 64, max_cols: int = 384) -> np.ndarray:
+    """A weight tensor laid out in 2-D as output x (input·kernel), block-averaged to fit the screen.
+
+    A 1-D tensor (a bias) becomes one column. Block averages keep a mask's meaning: each cell is the
+    salient fraction of the weights it stands for.
+    """
+    t = tensor.detach().float().cpu()
+    grid = t.reshape(t.shape[0], -1) if t.dim() > 1 else t.reshape(-1, 1)
+    rows, cols = grid.shape
+    if rows > max_rows or cols > max_cols:
+        grid = F.adaptive_avg_pool2d(grid[None, None], (min(rows, max_rows), min(cols, max_cols)))[0, 0]
+    return grid.numpy()
+
+
+def gradient_heatmap(name: str, gradient: torch.Tensor, mask: torch.Tensor | None = None,
+                     view: str = "overlay") -> go.Figure:
+    """|gradient| of one weight tensor (log scale); `view` is "gradient", "mask" or "overlay" (weights
+    outside the mask darkened)."""
+    shape = tuple(gradient.shape)
+    grid = weight_grid(gradient)
+    log_grad = np.log10(np.maximum(grid, 1e-12))
+    rows, cols = grid.shape
+    reduced = (rows, cols) != (shape[0], int(np.prod(shape[1:])) if len(shape) > 1 else 1)
+    fig = go.Figure()
+    if view == "mask" and mask is not None:
+        fig.add_trace(go.Heatmap(z=weight_grid(mask), zmin=0, zmax=1, colorscale=[[0, "#f0f0f0"], [1, "#d62728"]],
+                                 colorbar=dict(title="salient"), hovertemplate="out %{y}, in %{x}: %{z:.2f} salient<extra></extra>"))
+    else:
+        fig.add_trace(go.Heatmap(z=log_grad, colorscale="Viridis", colorbar=dict(title="log10 |g|"),
+                                 hovertemplate="out %{y}, in %{x}: log10 |g| = %{z:.2f}<extra></extra>"))
+        if view == "overlay" and mask is not None:
+            fig.add_trace(go.Heatmap(z=1.0 - weight_grid(mask), zmin=0, zmax=1, showscale=False, hoverinfo="skip",
+                                     colorscale=[[0, "rgba(0,0,0,0)"], [1, "rgba(20,20,20,0.8)"]]))
+    salient = f", {float(mask.float().mean()) * 100:.1f}% salient" if mask is not None else ""
+    note = f" (shown {rows}×{cols}, block-averaged)" if reduced else ""
+    fig.update_yaxes(autorange="reversed", title_text="output")
+    fig.update_xaxes(title_text="input · kernel")
+    return _layout(fig, f"{name} {shape}{salient}{note}", height=260 if rows > 8 else 200)
+
+
+def salient_fraction_figure(layer_rows: list[dict], sparsity: float) -> go.Figure:
+    """Salient fraction per parameter tensor (from core.saliency.layer_statistics), with the global share."""
+    names = [r["layer"] for r in layer_rows]
+    fractions = [r["salient_fraction"] * 100 for r in layer_rows]
+    fig = go.Figure(go.Bar(x=fractions, y=names, orientation="h", marker_color=COLORS["forget"],
+                           text=[f"{f:.1f}% of {r['numel']:,}" for f, r in zip(fractions, layer_rows)],
+                           textposition="auto",
+                           hovertemplate="%{y}: %{x:.1f}% salient<extra></extra>"))
+    fig.add_vline(x=sparsity * 100, line_dash="dash", line_color="black",
+                  annotation_text=f"global {sparsity * 100:.0f}%", annotation_position="top")
+    fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(title_text="salient weights in the layer (%)", range=[0, 100])
+    return _layout(fig, "Salient fraction per layer", height=80 + 28 * len(names))
+
+
+def iou_matrix_figure(matrix: np.ndarray, class_names: list[str], sparsity: float,
+                      highlight: int | None = None) -> go.Figure:
+    labels = [str(c) for c in class_names]
+    fig = go.Figure(go.Heatmap(z=matrix, x=labels, y=labels, zmin=0, zmax=1, colorscale="Blues",
+                               text=np.round(matrix, 2), texttemplate="%{text}", colorbar=dict(title="IoU"),
+                               hovertemplate="classes %{y} and %{x}: IoU %{z:.3f}<extra></extra>"))
+    if highlight is not None:
+        fig.add_shape(type="rect", x0=-0.5, x1=len(labels) - 0.5, y0=highlight - 0.5, y1=highlight + 0.5,
+                      line=dict(color=COLORS["forget"], width=2))
+    fig.update_yaxes(autorange="reversed", title_text="class", type="category")
+    fig.update_xaxes(title_text="class", type="category")
+    return _layout(fig, f"Mask overlap (IoU) between classes, each mask at {sparsity * 100:.0f}%", height=420)
+
+
+def layer_overlap_figure(per_layer: dict[str, dict[str, float]]) -> go.Figure:
+    """Grouped bars: IoU per layer for each named pair of masks ({pair label: {layer: iou}})."""
+    fig = go.Figure()
+    for i, (label, values) in enumerate(per_layer.items()):
+        fig.add_trace(go.Bar(name=label, x=list(values.values()), y=list(values.keys()), orientation="h",
+                             marker_color=METHOD_COLORS[i % len(METHOD_COLORS)],
+                             hovertemplate="%{y}: IoU %{x:.3f}<extra>" + label + "</extra>"))
+    layers = len(next(iter(per_layer.values()), {}))
+    fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(title_text="IoU", range=[0, 1])
+    return _layout(fig, "Overlap per layer", height=100 + 30 * layers * max(1, len(per_layer)) // 1,
+                   barmode="group", legend=dict(orientation="h", y=-0.15))
+
+
+# --- runs ----------------------------------------------------------------------------------------
+
+def loss_curve_figure(losses: dict[str, list[float]], title: str = "Loss per step") -> go.Figure:
+    fig = go.Figure()
+    for i, (label, values) in enumerate(losses.items()):
+        if values:
+            fig.add_trace(go.Scatter(y=values, x=list(range(1, len(values) + 1)), mode="lines", name=label,
+                                     line=dict(color=METHOD_COLORS[i % len(METHOD_COLORS)])))
+    fig.update_xaxes(title_text="step")
+    fig.update_yaxes(title_text="loss")
+    return _layout(fig, title, height=280, legend=dict(orientation="h", y=-0.25))
+
+
+def metrics_figure(columns: dict[str, dict], keys=("ua", "ra", "ta", "mia_efficacy")) -> go.Figure:
+    """Grouped bars of the paper's metrics for each column (Before, a method, Retrain, ...)."""
+    fig = go.Figure()
+    for i, (label, metrics) in enumerate(columns.items()):
+        color = COLORS["before"] if label.lower().startswith("before") else (
+            COLORS["retrain"] if label.lower().startswith("retrain") else METHOD_COLORS[i % len(METHOD_COLORS)])
+        fig.add_trace(go.Bar(name=label, x=[METRIC_LABELS[k] for k in keys], y=[metrics.get(k) for k in keys],
+                             marker_color=color, hovertemplate="%{x}: %{y:.2f}<extra>" + label + "</extra>"))
+    fig.update_yaxes(title_text="%", range=[0, 105])
+    return _layout(fig, "Metrics (%)", height=300, barmode="group", legend=dict(orientation="h", y=-0.2))
+
+
+def per_class_accuracy_figure(per_class: dict[str, list[float]], class_names: list[str],
+                              forget_class: int | None = None) -> go.Figure:
+    fig = go.Figure()
+    names = [str(c) for c in class_names]
+    for i, (label, values) in enumerate(per_class.items()):
+        color = COLORS["before"] if label.lower().startswith("before") else (
+            COLORS["retrain"] if label.lower().startswith("retrain") else METHOD_COLORS[i % len(METHOD_COLORS)])
+        fig.add_trace(go.Bar(name=label, x=names, y=values, marker_color=color,
+                             hovertemplate="class %{x}: %{y:.1f}%<extra>" + label + "</extra>"))
+    if forget_class is not None:
+        fig.add_vrect(x0=forget_class - 0.5, x1=forget_class + 0.5, fillcolor=COLORS["forget"], opacity=0.08,
+                      line_width=0, annotation_text="forgotten", annotation_position="top")
+    fig.update_xaxes(title_text="class", type="category")
+    fig.update_yaxes(title_text="test accuracy (%)", range=[0, 105])
+    return _layout(fig, "Test accuracy per class", height=320, barmode="group", legend=dict(orientation="h", y=-0.25))
+
+
+def confusion_matrix_figure(matrix: np.ndarray, class_names: list[str], title: str) -> go.Figure:
+    names = [str(c) for c in class_names]
+    fig = go.Figure(go.Heatmap(z=matrix, x=names, y=names, colorscale="Blues", showscale=False,
+                               text=matrix, texttemplate="%{text}",
+                               hovertemplate="true %{y}, predicted %{x}: %{z}<extra></extra>"))
+    fig.update_yaxes(autorange="reversed", title_text="true class", type="category")
+    fig.update_xaxes(title_text="predicted class", type="category")
+    return _layout(fig, title, height=360)
+
+
+def attribution_figure(images: np.ndarray, labels: list[str], before: np.ndarray, after: np.ndarray,
+                       predicted_before: list[str], predicted_after: list[str], after_label: str = "after") -> go.Figure:
+    """One row per image: the image, its Integrated Gradients before, and after (same colour scale per row)."""
+    n = len(images)
+    titles = []
+    for i in range(n):
+        titles += [f"label {labels[i]}", f"before: predicts {predicted_before[i]}",
+                   f"{after_label}: predicts {predicted_after[i]}"]
+    fig = make_subplots(rows=n, cols=3, subplot_titles=titles, horizontal_spacing=0.03, vertical_spacing=0.06)
+    for i in range(n):
+        image = images[i]
+        if image.ndim == 3:  # C, H, W -> grey for display
+            image = image.mean(0)
+        scale = float(max(np.abs(before[i]).max(), np.abs(after[i]).max(), 1e-12))
+        fig.add_trace(go.Heatmap(z=image, colorscale="Greys", reversescale=True, showscale=False,
+                                 hoverinfo="skip"), row=i + 1, col=1)
+        for col, attribution in ((2, before[i]), (3, after[i])):
+            fig.add_trace(go.Heatmap(z=attribution, zmin=-scale, zmax=scale, colorscale="RdBu_r",
+                                     showscale=(i == 0 and col == 3), colorbar=dict(title="IG", len=0.3, y=1, yanchor="top"),
+                                     hovertemplate="%{z:.3f}<extra></extra>"), row=i + 1, col=col)
+    fig.update_yaxes(autorange="reversed", showticklabels=False, scaleanchor="x")
+    fig.update_xaxes(showticklabels=False)
+    for i in range(1, 3 * n + 1):
+        fig.layout[f"yaxis{'' if i == 1 else i}"].scaleanchor = f"x{'' if i == 1 else i}"
+    return _layout(fig, "Integrated Gradients toward the true label (red: evidence for it, blue: against)",
+                   height=60 + 190 * n)
+
+
+def _attacker_member_regions(attacker, resolution: int = 400) -> list[tuple[float, float]]:
+    grid = np.linspace(0, 1, resolution)
+    member = attacker.predict(grid.reshape(-1, 1)) == 1
+    regions, start = [], None
+    for x, m in zip(grid, member):
+        if m and start is None:
+            start = x
+        if not m and start is not None:
+            regions.append((start, x))
+            start = None
+    if start is not None:
+        regions.append((start, 1.0))
+    return regions
+
+
+def membership_figure(panels: dict[str, dict]) -> go.Figure:
+    """Histograms of the true-label confidence of forget, retain and test data, one panel per model
+    ({title: evaluate(..., details=True)["details"]}), with the attacker's "member" regions shaded."""
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=list(panels), shared_yaxes=True)
+    bins = dict(start=0, end=1.0001, size=0.025)
+    for col, (title, details) in enumerate(panels.items(), start=1):
+        for group in ("retain", "test", "forget"):
+            values = details["confidence"][group]
+            fig.add_trace(go.Histogram(x=values, xbins=bins, histnorm="percent", name=group,
+                                       marker_color=COLORS[group], opacity=0.55, showlegend=(col == 1),
+                                       legendgroup=group,
+                                       hovertemplate=group + ": %{y:.1f}% at confidence %{x}<extra></extra>"),
+                          row=1, col=col)
+        for x0, x1 in _attacker_member_regions(details["attacker"]):
+            fig.add_vrect(x0=x0, x1=x1, fillcolor="#ffbf00", opacity=0.15, line_width=0, row=1, col=col)
+        forget = details["confidence"]["forget"]
+        called_non_member = float((details["attacker"].predict(forget.reshape(-1, 1)) == 0).mean() * 100)
+        fig.add_annotation(text=f"forget called non-member: {called_non_member:.1f}%", showarrow=False,
+                           xref=f"x{'' if col == 1 else col} domain", yref="paper", x=0.02, y=0.98,
+                           xanchor="left", bgcolor="rgba(255,255,255,0.8)")
+    fig.update_layout(barmode="overlay")
+    fig.update_xaxes(title_text="confidence in the true label", range=[0, 1.01])
+    fig.update_yaxes(title_text="% of the group", type="log", row=1, col=1)
+    fig.update_yaxes(type="log")
+    return _layout(fig, "Membership inference: shaded = confidences the attacker calls 'member'",
+                   height=340, legend=dict(orientation="h", y=-0.25))
+
+
+# --- sweeps --------------------------------------------------------------------------------------
+
+def sweep_figure(summary: list[dict], retrain: dict | None = None,
+                 keys=("ua", "ra", "ta", "mia_efficacy")) -> go.Figure:
+    """Mean ± std over seeds of each metric against sparsity (core.analysis.summarize_sweep rows),
+    with Retrain's values as dashed reference lines."""
+    fig = make_subplots(rows=1, cols=len(keys), subplot_titles=[METRIC_LABELS[k] for k in keys])
+    x = [r["sparsity"] * 100 for r in summary]
+    for col, key in enumerate(keys, start=1):
+        fig.add_trace(go.Scatter(x=x, y=[r[key] for r in summary], mode="lines+markers", name="SalUn",
+                                 showlegend=(col == 1), legendgroup="salun", line=dict(color=COLORS["after"]),
+                                 error_y=dict(type="data", array=[r.get(f"{key}_std", 0.0) for r in summary]),
+                                 hovertemplate="sparsity %{x:.0f}%: %{y:.2f}<extra></extra>"), row=1, col=col)
+        if retrain and key in retrain and not math.isnan(retrain[key]):
+            fig.add_hline(y=retrain[key], line_dash="dash", line_color=COLORS["retrain"], row=1, col=col)
+            if col == 1:
+                fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name="Retrain",
+                                         line=dict(color=COLORS["retrain"], dash="dash")), row=1, col=col)
+        fig.update_xaxes(title_text="sparsity (%)", row=1, col=col)
+    return _layout(fig, "SalUn against the mask's sparsity (mean ± std over seeds)", height=340,
+                   legend=dict(orientation="h", y=-0.3))

@@ -1,0 +1,348 @@
+"""What the classification pages share: cached core objects, the forget-target picker, job polling.
+
+Not a page itself: app.py lists its pages explicitly. Process-wide objects (datasets, experiments,
+gradients, the job runner, finished runs) sit behind st.cache_resource; a visitor's choices and
+current jobs sit in st.session_state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # standalone `streamlit run pages/...` and AppTest
+
+import streamlit as st
+
+from core.data import DATASETS, DEFAULT_DATASET, read_index_list
+from core.errors import SalunError
+
+UPLOADS = ROOT / "runs" / "uploads"
+KINDS = {"class": "One class", "random": "A random share", "indices": "A list of indices"}
+
+# Widget keys of the shared picker; app.py keeps them alive while a visitor moves between pages.
+PICKER_KEYS = ("pick_dataset", "pick_checkpoint", "pick_data_root", "pick_kind", "pick_class",
+               "pick_share", "pick_indices_text", "pick_seed")
+
+
+# --- process-wide, cached ------------------------------------------------------------------------
+
+@st.cache_resource
+def limits():
+    from core.limits import load_limits
+
+    return load_limits()
+
+
+@st.cache_resource
+def job_runner():
+    from core.jobs import JobRunner
+
+    return JobRunner(max_concurrent=limits().max_concurrent_jobs)
+
+
+@st.cache_resource(max_entries=8, show_spinner="Loading the dataset and the trained model…")
+def experiment(dataset: str, forget: str, checkpoint: str | None, data_root: str | None, split_seed: int):
+    from core.experiment import Experiment, RunConfig
+
+    return Experiment.from_config(RunConfig(dataset=dataset, forget=forget, checkpoint=checkpoint,
+                                            data_root=data_root, seed=split_seed))
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading example images…")
+def example_images(dataset: str, data_root: str | None):
+    from core.analysis import example_images as examples
+    from core.data import load_dataset
+
+    data = load_dataset(dataset, data_root)
+    return examples(data, per_class=1), data.class_names, len(data.train_y)
+
+
+class ResultStore:
+    """Finished runs by their config (seed included), shared by all visitors: a repeated demo is instant."""
+
+    def __init__(self, capacity: int = 48):
+        self.capacity, self._items, self._lock = capacity, OrderedDict(), threading.Lock()
+
+    @staticmethod
+    def key(config) -> str:
+        return json.dumps(config.to_dict(), sort_keys=True, default=str)
+
+    def get(self, config):
+        with self._lock:
+            key = self.key(config)
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        return None
+
+    def put(self, result) -> None:
+        with self._lock:
+            self._items[self.key(result.config)] = result
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+
+
+@st.cache_resource
+def result_store() -> ResultStore:
+    return ResultStore()
+
+
+# --- the forget target ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Target:
+    dataset: str
+    forget: str
+    checkpoint: str | None
+    data_root: str | None
+    seed: int  # draws a random share; also the default run seed
+
+    @property
+    def kind(self) -> str:
+        return self.forget.split(":", 1)[0]
+
+    @property
+    def forget_class(self) -> int | None:
+        return int(self.forget.split(":", 1)[1]) if self.kind == "class" else None
+
+    def experiment(self):
+        # the split of a class or an index list does not depend on the seed: share one experiment
+        return experiment(self.dataset, self.forget, self.checkpoint, self.data_root,
+                          self.seed if self.kind == "random" else 0)
+
+
+def describe_dataset(name: str) -> str:
+    info = DATASETS[name]
+    need = "" if info.offline else " — needs local files and a trained checkpoint"
+    return f"{name}: {info.description} · model {info.default_model}{need}"
+
+
+def save_index_list(text: str) -> Path:
+    """Keep an uploaded index list as a file, so the CLI command can reproduce the run."""
+    UPLOADS.mkdir(parents=True, exist_ok=True)
+    path = UPLOADS / f"indices_{hashlib.sha256(text.encode()).hexdigest()[:12]}.txt"
+    if not path.exists():
+        path.write_text(text)
+    return path
+
+
+def class_picker(examples: dict, class_names: list[str], key: str, default: int = 3) -> int:
+    """One example image per class above a row of choices; returns the chosen class index."""
+    columns = st.columns(len(class_names))
+    for c, column in enumerate(columns):
+        column.image(examples[c][0], caption=str(class_names[c]), clamp=True, width="stretch")
+    if key not in st.session_state:
+        st.session_state[key] = min(default, len(class_names) - 1)
+    return st.radio("Class to forget", list(range(len(class_names))), key=key, horizontal=True,
+                    format_func=lambda c: str(class_names[c]), label_visibility="collapsed")
+
+
+def target_picker() -> Target | None:
+    """Dataset, model and what to forget. Returns None (after explaining why in place) when unusable."""
+    with st.container(border=True):
+        st.markdown("**What to forget**")
+        names = list(DATASETS)
+        col_dataset, col_kind, col_seed = st.columns([3, 2, 1])
+        dataset = col_dataset.selectbox("Dataset and model", names, index=names.index(DEFAULT_DATASET),
+                                        key="pick_dataset", format_func=describe_dataset)
+        kind = col_kind.radio("Forget", list(KINDS), key="pick_kind", format_func=KINDS.get, horizontal=True)
+        seed = int(col_seed.number_input("Seed", min_value=0, max_value=10_000, value=0, step=1, key="pick_seed",
+                                         help="Seeds the run (random labels, batch order) and draws a random share."))
+        info = DATASETS[dataset]
+        with st.expander("Model checkpoint and data folder", expanded=not info.offline):
+            checkpoint = st.text_input(
+                "Checkpoint (.safetensors)", key="pick_checkpoint", placeholder="blank: the shipped model for this dataset",
+                help=f"Train one with `python -m core.cli train --dataset {dataset}`.").strip() or None
+            data_root = st.text_input("Data folder", key="pick_data_root", placeholder="blank: the default folder",
+                                      help="Only for torchvision datasets (mnist, fashion_mnist, cifar10, svhn).").strip() or None
+        try:
+            examples, class_names, n_train = example_images(dataset, data_root)
+        except SalunError as exc:
+            st.error(f"Cannot load {dataset}: {exc}")
+            return None
+        if kind == "class":
+            chosen = class_picker(examples, class_names, "pick_class")
+            forget = f"class:{chosen}"
+        elif kind == "random":
+            share = st.slider("Share of the training set to forget (%)", 1, 50, 10, key="pick_share",
+                              help="Drawn at random with the seed above.")
+            forget = f"random:{share / 100:g}"
+        else:
+            upload = st.file_uploader("Index list (.txt: training-set indices separated by spaces, commas or lines)",
+                                      type=["txt", "csv"], key="pick_indices_file")
+            text = st.text_area("…or paste indices", key="pick_indices_text", height=80,
+                                placeholder="e.g. 0, 5, 17, 42")
+            if upload is not None:
+                if upload.size > limits().max_upload_bytes:
+                    st.error(f"The file is {upload.size:,} bytes; this server accepts up to {limits().max_upload_bytes:,}.")
+                    return None
+                text = upload.getvalue().decode("utf-8", errors="replace")
+            if not text.strip():
+                st.info("Upload or paste the training-set indices to forget.")
+                return None
+            try:
+                indices = read_index_list(text, n_train)
+            except SalunError as exc:
+                st.error(str(exc))
+                return None
+            st.caption(f"{len(indices):,} training images selected.")
+            forget = f"indices:{save_index_list(' '.join(map(str, indices))).relative_to(ROOT)}"
+    target = Target(dataset, forget, checkpoint, data_root, seed)
+    try:
+        exp = target.experiment()
+        limits().check("forget_size", len(exp.split.forget_idx))
+    except SalunError as exc:
+        st.error(str(exc))
+        return None
+    return target
+
+
+# --- runs ----------------------------------------------------------------------------------------
+
+def default_settings(exp, method: str) -> dict:
+    """A method's epochs / lr / alpha for this kind of target (Retrain: the original model's recipe)."""
+    from core.unlearning import METHODS
+
+    defaults = METHODS[method].params_for(exp.split.target.kind)
+    if method == "retrain":
+        t = exp.data.original_training
+        defaults = {**defaults, "epochs": t.epochs, "lr": t.lr}
+    out = {}
+    if "epochs" in defaults:
+        out["epochs"] = int(defaults["epochs"])
+    for key in ("lr", "alpha"):
+        if key in defaults:
+            out[key] = float(defaults[key])
+    return out
+
+
+def method_settings(exp, method: str, key: str) -> dict:
+    """Widgets for a method's epochs / lr / alpha, defaulting to its settings for this kind of target."""
+    from core.unlearning import METHODS
+
+    spec = METHODS[method]
+    defaults = default_settings(exp, method)
+    kind = exp.split.target.kind
+    values = {}
+    columns = st.columns(3)
+    if "epochs" in defaults:
+        values["epochs"] = int(columns[0].number_input(
+            "Epochs", min_value=1, max_value=limits().max_epochs, value=min(defaults["epochs"], limits().max_epochs),
+            step=1, key=f"{key}_{method}_{kind}_epochs",
+            help="Passes over the forget set (SalUn, RL, GA) or the retain set (FT, ℓ1-sparse, Retrain)."))
+    if "lr" in defaults:
+        values["lr"] = float(columns[1].number_input(
+            "Learning rate", min_value=1e-6, max_value=1.0, value=defaults["lr"], format="%.5f",
+            step=1e-4, key=f"{key}_{method}_{kind}_lr",
+            help="Too small and the forget accuracy will not drop; too large and the kept classes suffer."))
+    if "alpha" in defaults:
+        meaning = {"salun": "weight of the retain loss", "rl": "weight of the retain loss",
+                   "l1_sparse": "ℓ1 penalty weight", "ssd": "selection threshold (importance ratio)"}
+        values["alpha"] = float(columns[2].number_input(
+            "α", min_value=0.0, value=defaults["alpha"], format="%g", key=f"{key}_{method}_{kind}_alpha",
+            help=f"α for {spec.label}: {meaning.get(method, 'method weight')}."))
+    return values
+
+
+def make_config(target: Target, method: str, seed: int, sparsity: float, masked: bool = False, **settings):
+    """A complete RunConfig: every setting filled in, and sparsity only where a mask is used, so equal
+    runs get equal cache keys whichever page asks."""
+    from core.experiment import RunConfig
+    from core.saliency import DEFAULT_SPARSITY
+    from core.unlearning import METHODS
+
+    spec = METHODS[method]
+    uses_mask = spec.mask == "required" or (masked and spec.mask == "optional")
+    return RunConfig(dataset=target.dataset, forget=target.forget, method=method,
+                     sparsity=float(sparsity) if uses_mask else DEFAULT_SPARSITY, seed=int(seed),
+                     epochs=settings.get("epochs"), lr=settings.get("lr"), alpha=settings.get("alpha"),
+                     masked=bool(masked and spec.mask == "optional"), checkpoint=target.checkpoint,
+                     data_root=target.data_root)
+
+
+def run_config(exp, config, progress=None):
+    """Run one config on its experiment (the job's work function)."""
+    return exp.unlearn(config.method, seed=config.seed, sparsity=config.sparsity, masked=config.masked,
+                       progress=progress, config=config, **config.overrides())
+
+
+def submit_runs(exp, configs: list, labels: list[str]) -> list[dict]:
+    """Queue every config that has no stored result; return one entry per config."""
+    store, runner, entries = result_store(), job_runner(), []
+    for config, label in zip(configs, labels):
+        cached = store.get(config)
+        job = None
+        if cached is None:
+            job = runner.submit(lambda progress, c=config: run_config(exp, c, progress), label=label)
+        entries.append({"label": label, "config": config, "job": job, "cached": cached is not None})
+    return entries
+
+
+def poll_jobs(entries: list[dict], cancel_key: str, title: str = "Running") -> bool:
+    """Draw progress bars and a live loss curve until every job has finished; returns False if the
+    visitor cancelled. The Cancel button reruns the page; the jobs keep running in their threads, and
+    this rerun cancels them."""
+    from core.plots import loss_curve_figure
+
+    jobs = [e["job"] for e in entries if e["job"] is not None]
+    if st.button("Cancel", key=cancel_key, type="secondary", icon=":material/cancel:"):
+        for job in jobs:
+            job.cancel()
+        for job in jobs:  # a run stops at its next step; wait for that so the page can say so at once
+            job.wait(10)
+        return False
+    with st.status(title, expanded=True) as status:
+        bars = {id(e): st.progress(0.0, text=e["label"]) for e in entries if e["job"] is not None}
+        chart = st.empty()
+        last_drawn = 0.0
+        while True:
+            for e in entries:
+                job = e["job"]
+                if job is None:
+                    continue
+                done, total, loss = job.progress
+                if job.status == "queued":
+                    text = f"{e['label']}: waiting (position {job.queue_position()} in the queue)"
+                elif job.finished:
+                    text = f"{e['label']}: {job.status}"
+                else:
+                    text = f"{e['label']}: step {done}/{total}, loss {loss:.3f}"
+                bars[id(e)].progress(1.0 if job.finished else job.fraction_done, text=text)
+            if time.monotonic() - last_drawn > 0.8 or all(j.finished for j in jobs):
+                chart.plotly_chart(loss_curve_figure({e["label"]: list(e["job"].losses) for e in entries
+                                                      if e["job"] is not None}), key=f"{cancel_key}_loss_{time.monotonic()}")
+                last_drawn = time.monotonic()
+            if all(j.finished for j in jobs):
+                break
+            time.sleep(0.25)
+        failed = [j for j in jobs if j.status != "done"]
+        status.update(label=f"{title}: finished" if not failed else f"{title}: {len(failed)} did not finish",
+                      state="complete" if not failed else "error", expanded=False)
+    return True
+
+
+def collect_results(entries: list[dict]) -> tuple[list[tuple[str, object]], list[str]]:
+    """(label, RunResult) for each finished entry, storing new ones; and a message for each that failed."""
+    store, results, problems = result_store(), [], []
+    for e in entries:
+        job = e["job"]
+        if job is None:
+            result = store.get(e["config"])
+            if result is not None:
+                results.append((e["label"], result))
+            continue
+        if job.status == "done":
+            store.put(job.result)
+            results.append((e["label"], job.result))
+        else:
+            problems.append(job.message or f"{e['label']} did not finish ({job.status})")
+    return results, problems

@@ -1,0 +1,118 @@
+"""Start here: a guided path from "pick a digit" to "see it forgotten" in two clicks.
+
+Runs inside the app's navigation or on its own: `streamlit run pages/home.py`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import streamlit as st
+
+from core.data import DEFAULT_DATASET
+from core.errors import SalunError
+from pages import common
+
+INTRO = """
+A trained network remembers its training data. **Machine unlearning** makes it forget part of that data —
+here, every training image of one digit — as if it had never seen it, without training again from scratch.
+
+**SalUn** (saliency unlearning, ICLR 2024) does it in two moves:
+1. **Find the weights that matter for the forgotten images.** It measures how strongly their loss pulls on
+   each weight (the gradient — the weight's *saliency*) and keeps the top half as a *mask*.
+2. **Change only those weights.** It teaches the model to give the forgotten images wrong labels while it
+   keeps practising on the rest of the data, so the other digits stay recognised.
+"""
+
+
+def main() -> None:
+    st.title("SalUn Lab: make a network forget")
+    st.markdown(INTRO)
+
+    st.subheader("1 · Pick a digit to forget")
+    try:
+        examples, class_names, _ = common.example_images(DEFAULT_DATASET, None)
+    except SalunError as exc:
+        st.error(f"Cannot load the example digits: {exc}")
+        return
+    chosen = common.class_picker(examples, class_names, "home_class")
+    target = common.Target(DEFAULT_DATASET, f"class:{chosen}", None, None, 0)
+
+    st.subheader("2 · Forget it")
+    st.caption("Runs SalUn with its default settings on the shipped model (5,000 MNIST digits, small CNN). "
+               "A few seconds on a laptop CPU.")
+    if st.button(f"Forget digit {class_names[chosen]} with SalUn", type="primary", key="home_run",
+                 icon=":material/auto_fix_high:"):
+        try:
+            exp = target.experiment()
+            config = common.make_config(target, "salun", 0, 0.5, **common.default_settings(exp, "salun"))
+            st.session_state["home_batch"] = {"target": target,
+                                              "entries": common.submit_runs(exp, [config], ["SalUn"])}
+        except SalunError as exc:
+            st.error(str(exc))
+
+    batch = st.session_state.get("home_batch")
+    if batch is not None:
+        if any(e["job"] is not None and not e["job"].finished for e in batch["entries"]):
+            if not common.poll_jobs(batch["entries"], cancel_key="home_cancel", title="Forgetting"):
+                st.warning("Cancelled; earlier results are kept.")
+        results, problems = common.collect_results(batch["entries"])
+        for problem in problems:
+            st.error(problem)
+        if results:
+            st.session_state["home_shown"] = {"target": batch["target"], "result": results[0][1]}
+        st.session_state.pop("home_batch")
+
+    shown = st.session_state.get("home_shown")
+    if shown is not None:
+        show_result(shown["target"], shown["result"])
+
+
+def show_result(target: common.Target, result) -> None:
+    from core.attribution import predicted_labels
+    from core.metrics import METRIC_DEFINITIONS, per_class_accuracy
+    from core.plots import per_class_accuracy_figure
+
+    exp = target.experiment()
+    names = exp.dataset.class_names
+    k = target.forget_class
+    before, after = exp.original_metrics(0), result.metrics
+    st.subheader(f"3 · Digit {names[k]} is forgotten")
+    c1, c2, c3 = st.columns(3)
+    c1.metric(f"Test images of {names[k]} recognised", f"{after['forget_test_accuracy']:.1f}%",
+              delta=f"{after['forget_test_accuracy'] - before['forget_test_accuracy']:+.1f} (was "
+                    f"{before['forget_test_accuracy']:.1f}%)", delta_color="inverse",
+              help=METRIC_DEFINITIONS["forget_test_accuracy"])
+    c2.metric("Other digits recognised (TA)", f"{after['ta']:.1f}%",
+              delta=f"{after['ta'] - before['ta']:+.1f} (was {before['ta']:.1f}%)", help=METRIC_DEFINITIONS["ta"])
+    c3.metric("Forgotten training images (UA)", f"{after['ua']:.1f}%",
+              delta=f"{after['ua'] - before['ua']:+.1f} (was {before['ua']:.1f}%)", help=METRIC_DEFINITIONS["ua"])
+    st.caption(f"SalUn ran {result.params.get('epochs')} epochs in "
+               f"{result.metrics['rte_seconds']:.1f} s, changing only the {result.config.sparsity * 100:.0f}% most "
+               "salient weights.")
+
+    test_x, test_y = exp.dataset.test_x, exp.dataset.test_y
+    per_class = {"Before": per_class_accuracy(exp.original, test_x, test_y, exp.dataset.num_classes),
+                 "After SalUn": per_class_accuracy(result.model, test_x, test_y, exp.dataset.num_classes)}
+    st.plotly_chart(per_class_accuracy_figure(per_class, names, k), key="home_per_class")
+
+    idx = exp.split.forget_test_idx[:8]
+    images = test_x[idx]
+    said_before = predicted_labels(exp.original, images)
+    said_after = predicted_labels(result.model, images)
+    st.markdown(f"**Test images of {names[k]} — what the model says before → after**")
+    for column, image, b, a in zip(st.columns(len(idx)), images.numpy(), said_before, said_after):
+        column.image(image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0), clamp=True, width="stretch",
+                     caption=f"{names[b]} → {names[a]}")
+
+    st.subheader("Next")
+    n1, n2, n3 = st.columns(3)
+    n1.page_link("pages/saliency.py", label="See which weights the mask picked", icon=":material/grid_on:")
+    n2.page_link("pages/unlearn.py", label="Compare with Retrain and other methods", icon=":material/compare:")
+    n3.page_link("pages/sweep.py", label="Sweep the mask's sparsity", icon=":material/show_chart:")
+
+
+main()

@@ -1,0 +1,108 @@
+"""Saliency explorer: which weights the forget set's gradient picks, layer by layer, and how the masks
+of different classes (and of the retain set) overlap.
+
+Runs inside the app's navigation or on its own: `streamlit run pages/saliency.py`.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import streamlit as st
+
+from core.errors import SalunError
+from core.saliency import DEFAULT_SPARSITY, layer_statistics, mask_iou, saliency_mask
+from pages import common
+
+VIEWS = {"overlay": "Gradient, non-salient weights darkened", "gradient": "Gradient only", "mask": "Mask only"}
+
+
+@st.cache_resource(show_spinner="Computing each class's gradient (once per model)…", max_entries=4)
+def class_gradients(dataset: str, checkpoint: str | None, data_root: str | None, _exp):
+    from core.analysis import class_gradients as gradients
+
+    return gradients(_exp.original, _exp.dataset, device=_exp.device)
+
+
+@st.cache_data(show_spinner="Comparing the masks of all classes…", max_entries=32)
+def class_iou(dataset: str, checkpoint: str | None, data_root: str | None, sparsity: float, _grads):
+    from core.analysis import class_iou_matrix
+
+    return class_iou_matrix(_grads, sparsity)
+
+
+@st.cache_resource(show_spinner="Computing the retain set's gradient…", max_entries=8)
+def retain_gradients(dataset: str, forget: str, checkpoint: str | None, data_root: str | None, seed: int, _exp):
+    from core.analysis import retain_gradients as gradients
+
+    return gradients(_exp)
+
+
+def main() -> None:
+    from core.plots import gradient_heatmap, iou_matrix_figure, layer_overlap_figure, salient_fraction_figure
+
+    st.title("Saliency explorer")
+    st.caption("SalUn ranks every weight by how strongly the forget set's loss pulls on it (|gradient|) and lets "
+               "only the top share change. Here you see that ranking per layer and the mask it gives.")
+    target = common.target_picker()
+    if target is None:
+        return
+    exp = target.experiment()
+    with st.spinner("Computing the forget set's gradient…"):
+        grads = exp.forget_gradients()
+
+    col_sparsity, col_view = st.columns([3, 2])
+    sparsity = col_sparsity.slider("Sparsity: share of all weights in the mask (%)", 1, 100,
+                                   int(DEFAULT_SPARSITY * 100), key="sal_sparsity",
+                                   help="One global threshold over all weights, so each layer gets its own share.") / 100
+    view = col_view.radio("Show", list(VIEWS), format_func=VIEWS.get, key="sal_view")
+    start = time.perf_counter()
+    mask = saliency_mask(grads, sparsity)
+    rows = layer_statistics(grads, mask)
+    redraw_ms = (time.perf_counter() - start) * 1000
+    st.caption(f"Mask redrawn from the cached gradients in {redraw_ms:.0f} ms · "
+               f"{len(exp.split.forget_idx):,} forget images · {sum(r['numel'] for r in rows):,} weights.")
+
+    st.plotly_chart(salient_fraction_figure(rows, sparsity), key="sal_fraction")
+    names = list(grads)
+    weights = [n for n in names if grads[n].dim() > 1]
+    layers = st.multiselect("Layers to draw (output × input·kernel)", names, default=weights, key="sal_layers")
+    for name in layers:
+        st.plotly_chart(gradient_heatmap(name, grads[name], mask[name], view=view), key=f"sal_heat_{name}")
+
+    st.header("Overlap")
+    st.caption("Intersection over union of two masks: 1 = the same weights, 0 = none in common. "
+               "Each mask uses the sparsity above.")
+    exp_for_classes = exp
+    class_names = exp.dataset.class_names
+    try:
+        all_grads = class_gradients(target.dataset, target.checkpoint, target.data_root, exp_for_classes)
+        matrix = class_iou(target.dataset, target.checkpoint, target.data_root, sparsity, all_grads)
+    except SalunError as exc:
+        st.error(str(exc))
+        return
+    st.plotly_chart(iou_matrix_figure(matrix, class_names, sparsity, highlight=target.forget_class), key="sal_iou")
+
+    col_a, col_b = st.columns(2)
+    a = col_a.selectbox("Class A", range(len(class_names)), index=target.forget_class or 0, key="sal_class_a",
+                        format_func=lambda c: str(class_names[c]))
+    b = col_b.selectbox("Class B", range(len(class_names)), index=min(1 if (target.forget_class or 0) != 1 else 2, len(class_names) - 1),
+                        key="sal_class_b", format_func=lambda c: str(class_names[c]))
+    total_ab, per_layer_ab = mask_iou(saliency_mask(all_grads[a], sparsity), saliency_mask(all_grads[b], sparsity))
+
+    retain_mask = saliency_mask(retain_gradients(target.dataset, target.forget, target.checkpoint, target.data_root, target.seed, exp), sparsity)
+    total_fr, per_layer_fr = mask_iou(mask, retain_mask)
+    c1, c2 = st.columns(2)
+    c1.metric(f"IoU of classes {class_names[a]} and {class_names[b]}", f"{total_ab:.3f}")
+    c2.metric("IoU of the forget-set mask and the retain-set mask", f"{total_fr:.3f}",
+              help="The retain-set mask ranks weights by the gradient of the cross-entropy on the kept data. "
+                   "A low overlap means SalUn can forget without touching what the kept data relies on most.")
+    st.plotly_chart(layer_overlap_figure({f"classes {class_names[a]} & {class_names[b]}": per_layer_ab,
+                                          "forget set & retain set": per_layer_fr}), key="sal_overlap_layers")
+
+
+main()

@@ -1,0 +1,227 @@
+"""Unlearn: pick what to forget and the methods, run them, compare with the original and Retrain, export.
+
+Runs inside the app's navigation or on its own: `streamlit run pages/unlearn.py`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import pandas as pd
+import streamlit as st
+
+from core.errors import SalunError
+from core.metrics import METRIC_DEFINITIONS, METRIC_LABELS, avg_gap, confusion_matrix, per_class_accuracy
+from core.saliency import DEFAULT_SPARSITY
+from core.unlearning import METHODS
+from pages import common
+
+SHOWN_METRICS = ("ua", "ra", "ta", "mia_efficacy", "forget_test_accuracy", "rte_seconds")
+
+
+def method_label(name: str) -> str:
+    return METHODS[name].label
+
+
+def details(exp, result_or_none, seed: int) -> dict:
+    """evaluate(..., details=True) once per model, kept with the result (or the experiment, for Before)."""
+    holder = result_or_none.extra if result_or_none is not None else exp.__dict__.setdefault("_app_details", {})
+    key = ("details", seed)
+    if key not in holder:
+        model = result_or_none.model if result_or_none is not None else exp.original
+        holder[key] = exp.evaluate(model, seed, details=True)["details"]
+    return holder[key]
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _export_files(run_key: str, _result) -> dict[str, bytes]:
+    from core.cli import save_run
+
+    with tempfile.TemporaryDirectory() as folder:
+        save_run(_result, Path(folder))
+        files = {p.name: p.read_bytes() for p in Path(folder).iterdir()}
+    summary = _result.summary()
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["method", "forget", "seed", "metric", "value"])
+    for key in SHOWN_METRICS + ("avg_gap",):
+        if key in summary:
+            writer.writerow([summary["method"], summary["forget"], summary["seed"], key, summary[key]])
+    files["metrics.csv"] = out.getvalue().encode()
+    return files
+
+
+def metrics_table(columns: dict[str, dict], retrain: dict | None) -> pd.DataFrame:
+    rows = []
+    for key in SHOWN_METRICS + (("avg_gap",) if retrain else ()):
+        row = {"Metric": METRIC_LABELS[key]}
+        for label, metrics in columns.items():
+            if key == "avg_gap":
+                row[label] = None if label.startswith("Before") else avg_gap(metrics, retrain)
+            else:
+                row[label] = metrics.get(key)
+        row["What it means"] = METRIC_DEFINITIONS[key]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def show_comparison(exp, results: list[tuple[str, object]], seed: int) -> None:
+    from core.attribution import attribution_examples, integrated_gradients, predicted_labels
+    from core.plots import (attribution_figure, confusion_matrix_figure, membership_figure, metrics_figure,
+                            per_class_accuracy_figure)
+
+    class_names = exp.dataset.class_names
+    forget_class = exp.split.target.value if exp.split.classwise else None
+    before = exp.original_metrics(seed)
+    retrain = next((r for label, r in results if r.method == "retrain"), None)
+    columns = {"Before (original)": before, **{label: r.metrics for label, r in results}}
+    main_label, main = next(((l, r) for l, r in results if r.method != "retrain"), results[0])
+
+    st.subheader("Before / after")
+    st.caption(f"Forgetting {exp.split.target} — {len(exp.split.forget_idx):,} training images forgotten, "
+               f"{len(exp.split.retain_idx):,} kept. Hover a ⓘ for the metric's definition.")
+    tiles = st.columns(5)
+    keys = ["ua", "ra", "ta", "mia_efficacy"] + (["forget_test_accuracy"] if exp.split.classwise else [])
+    for tile, key in zip(tiles, keys):
+        tile.metric(f"{METRIC_LABELS[key]} · {main_label}", f"{main.metrics[key]:.1f}",
+                    delta=f"{main.metrics[key] - before[key]:+.1f} vs before", delta_color="off",
+                    help=METRIC_DEFINITIONS[key])
+    if retrain is not None and main is not retrain:
+        st.metric(f"Avg. Gap to Retrain · {main_label}", f"{avg_gap(main.metrics, retrain.metrics):.2f}",
+                  help=METRIC_DEFINITIONS["avg_gap"])
+    table = metrics_table(columns, retrain.metrics if retrain else None)
+    st.dataframe(table, hide_index=True, key="compare_table",
+                 column_config={label: st.column_config.NumberColumn(format="%.2f") for label in columns})
+
+    tab_metrics, tab_class, tab_confusion, tab_attr, tab_mia, tab_export = st.tabs(
+        ["Metrics", "Per class", "Confusion matrices", "Attributions", "Membership inference", "Export"])
+    test_x, test_y = exp.dataset.test_x, exp.dataset.test_y
+    models = {"Before": exp.original, **{label: r.model for label, r in results}}
+    with tab_metrics:
+        st.plotly_chart(metrics_figure(columns), key="metrics_fig")
+        st.caption(" · ".join(f"**{METRIC_LABELS[k]}**: {METRIC_DEFINITIONS[k]}" for k in ("ua", "ra", "ta", "mia_efficacy")))
+    with tab_class:
+        per_class = {label: per_class_accuracy(m, test_x, test_y, exp.dataset.num_classes) for label, m in models.items()}
+        st.plotly_chart(per_class_accuracy_figure(per_class, class_names, forget_class), key="per_class_fig")
+    with tab_confusion:
+        cols = st.columns(min(3, len(models)))
+        for i, (label, model) in enumerate(models.items()):
+            with cols[i % len(cols)]:
+                st.plotly_chart(confusion_matrix_figure(confusion_matrix(model, test_x, test_y, exp.dataset.num_classes),
+                                                        class_names, label), key=f"confusion_{i}")
+    with tab_attr:
+        images, labels = attribution_examples(exp.dataset, exp.split, count=4)
+        chosen = st.selectbox("After", [label for label, _ in results], key="attr_after")
+        model_after = dict(results)[chosen].model
+        before_ig = integrated_gradients(exp.original, images, labels)
+        after_ig = integrated_gradients(model_after, images, labels)
+        names = [str(class_names[int(c)]) for c in labels]
+        st.plotly_chart(attribution_figure(images.numpy(), names, before_ig, after_ig,
+                                           [str(class_names[c]) for c in predicted_labels(exp.original, images)],
+                                           [str(class_names[c]) for c in predicted_labels(model_after, images)],
+                                           after_label=chosen), key="attr_fig")
+        st.caption("Integrated Gradients (captum) on the same test images, toward their true label, from a black "
+                   "baseline. The first rows are images of what was forgotten.")
+    with tab_mia:
+        panels = {"Before": details(exp, None, seed), **{label: details(exp, r, seed) for label, r in results}}
+        st.plotly_chart(membership_figure(panels), key="mia_fig")
+        st.caption(METRIC_DEFINITIONS["mia_efficacy"] + " The attacker is fitted anew for each model on retain "
+                   "(members) and test (non-members) confidences; the shaded range is where it says 'member'.")
+    with tab_export:
+        export_section(results)
+
+
+def export_section(results) -> None:
+    from core.analysis import cli_command
+
+    chosen = st.selectbox("Run to export", [label for label, _ in results], key="export_choice")
+    result = dict(results)[chosen]
+    run_key = common.ResultStore.key(result.config)
+    files = _export_files(run_key, result)
+    stem = f"{result.method}_{result.config.forget.replace(':', '-').replace('/', '_')}_seed{result.config.seed}"
+    cols = st.columns(5)
+    downloads = [("model.safetensors", "Model (safetensors)", "application/octet-stream"),
+                 ("mask.safetensors", "Mask (safetensors)", "application/octet-stream"),
+                 ("metrics.csv", "Metrics (CSV)", "text/csv"),
+                 ("metrics.json", "Metrics (JSON)", "application/json"),
+                 ("config.json", "Run config (JSON)", "application/json")]
+    for col, (name, label, mime) in zip(cols, downloads):
+        if name in files:
+            col.download_button(label, files[name], file_name=f"{stem}_{name}", mime=mime, key=f"dl_{name}")
+        else:
+            col.caption(f"{label}: none — {result.method} uses no mask")
+    try:
+        st.markdown("Reproduce this run with the command line:")
+        st.code(cli_command(result.config, save=f"runs/{stem}"), language="bash")
+    except SalunError as exc:
+        st.info(str(exc))
+
+
+def main() -> None:
+    st.title("Unlearn")
+    st.caption("Choose what to forget and how, run it, and compare the model before and after with Retrain — "
+               "the model trained from scratch without the forgotten data, which unlearning tries to match.")
+    target = common.target_picker()
+
+    if target is not None:
+        exp = target.experiment()
+        with st.container(border=True):
+            st.markdown("**Methods**")
+            methods = st.multiselect(
+                "Methods to run", list(METHODS), default=["salun", "retrain"], key="un_methods",
+                format_func=method_label, help="; ".join(f"{m.label}: {m.summary}" for m in METHODS.values()))
+            col_sparsity, col_masked = st.columns([3, 2])
+            sparsity = col_sparsity.slider(
+                "Sparsity: share of weights SalUn may change (%)", 5, 100, int(DEFAULT_SPARSITY * 100), step=5,
+                key="un_sparsity", help="The saliency mask keeps this share of all weights, those with the largest "
+                                        "forget-set gradient. The paper's default is 50%.") / 100
+            masked = col_masked.checkbox("Give baselines the saliency mask too", key="un_masked",
+                                         help="FT, GA, RL, ℓ1-sparse and SSD then move only salient weights.")
+            settings = {}
+            for method in methods:
+                with st.expander(f"{METHODS[method].label} settings — {METHODS[method].summary}"):
+                    settings[method] = common.method_settings(exp, method, "un")
+            run_clicked = st.button("Run", type="primary", key="un_run", disabled=not methods,
+                                    icon=":material/play_arrow:")
+        if run_clicked:
+            try:
+                for method in methods:
+                    if "epochs" in settings[method]:
+                        common.limits().check("epochs", settings[method]["epochs"])
+                configs = [common.make_config(target, m, target.seed, sparsity, masked, **settings[m]) for m in methods]
+                st.session_state["un_batch"] = {"target": target, "seed": target.seed,
+                                                "entries": common.submit_runs(exp, configs, [method_label(m) for m in methods])}
+            except SalunError as exc:
+                st.error(str(exc))
+
+    batch = st.session_state.get("un_batch")
+    if batch is not None and any(e["job"] is not None and not e["job"].finished for e in batch["entries"]):
+        if not common.poll_jobs(batch["entries"], cancel_key="un_cancel", title="Unlearning"):
+            st.warning("Cancelled; earlier results are kept.")
+    if batch is not None and all(e["job"] is None or e["job"].finished for e in batch["entries"]):
+        results, problems = common.collect_results(batch["entries"])
+        for problem in problems:
+            st.error(problem)
+        if results:
+            st.session_state["un_shown"] = {"target": batch["target"], "seed": batch["seed"], "results": results}
+        st.session_state.pop("un_batch")
+
+    shown = st.session_state.get("un_shown")
+    if shown is not None:
+        try:
+            show_comparison(shown["target"].experiment(), shown["results"], shown["seed"])
+        except SalunError as exc:
+            st.error(str(exc))
+    elif target is not None:
+        st.info("Choose the methods and press **Run**. SalUn takes a few seconds on the default digits; "
+                "Retrain trains a new model from scratch and takes longer.")
+
+
+main()
