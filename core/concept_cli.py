@@ -47,7 +47,9 @@ def cmd_unlearn_concept(args) -> dict:
         print(f"retain denoising error             {m['retain_error_before']:.4g} → {m['retain_error_after']:.4g}")
         print(f"prediction shift  forget {m['forget_shift']:.4g}   retain {m['retain_shift']:.4g}")
         print(f"{len(result.losses)} steps in {result.timings['unlearn_s']:.1f} s; saved {saved['path']}")
-    return summary if accelerator.is_main_process else {}
+    if not accelerator.is_main_process:
+        args.json = False  # under a multi-process launch only the main process prints the JSON line
+    return summary
 
 
 def add_commands(subparsers) -> None:

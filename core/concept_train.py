@@ -34,12 +34,12 @@ def expand_batch(embedding, n):
 
 def forget_gradients(unet, scheduler, latents, forget_emb, null_emb, guidance, micro_batch, generator,
                      accelerator, progress: Progress | None = None) -> dict[str, torch.Tensor]:
-    """|Σ ∇θ ||ε − ε̂θ(x_t)||²| over this process's forget latents, summed over all processes."""
-    total = math.ceil(len(latents) / micro_batch)
+    """|Σ ∇θ ||ε − ε̂θ(x_t)||²| over this process's forget latents, summed over all processes.
 
-    def losses():
-        for start in range(0, len(latents), micro_batch):
-            x0 = latents[start:start + micro_batch]
+    On a single GPU that runs out of memory the micro-batch is halved and the sum started again."""
+    def losses(micro):
+        for start in range(0, len(latents), micro):
+            x0 = latents[start:start + micro]
             x_t, noise, t = noised(scheduler, x0, generator)
             with accelerator.autocast():
                 if guidance:
@@ -51,14 +51,27 @@ def forget_gradients(unet, scheduler, latents, forget_emb, null_emb, guidance, m
                     prediction = unet(x_t, t, expand_batch(forget_emb, len(x0))).sample.float()
             yield F.mse_loss(prediction, noise, reduction="none").mean(dim=(1, 2, 3)).sum()
 
-    def step(seen):
-        if progress:
-            progress(seen, total, 0.0)
-
-    gradients = accumulate_gradients(unet, losses(), progress=step)
+    while True:
+        total = math.ceil(len(latents) / micro_batch)
+        try:
+            gradients = accumulate_gradients(unet, losses(micro_batch),
+                                             progress=(lambda seen: progress(seen, total, 0.0)) if progress else None)
+            break
+        except torch.cuda.OutOfMemoryError:
+            pass  # outside the except block, the failed pass's tensors are no longer referenced
+        micro_batch = _halve_after_oom(micro_batch, accelerator)
     if accelerator.num_processes > 1:  # one tensor at a time, so the peak stays at one extra tensor
         gradients = {name: accelerator.reduce(g, "sum") for name, g in gradients.items()}
     return gradients
+
+
+def _halve_after_oom(micro: int, accelerator) -> int:
+    # Several processes cannot retry alone (the others would wait in a collective): they fail instead.
+    if micro == 1 or accelerator.num_processes > 1:
+        raise SalunError(f"out of GPU memory at micro-batch {micro}; set a smaller --micro-batch or "
+                         "--resolution, or use a GPU with more memory")
+    torch.cuda.empty_cache()
+    return micro // 2
 
 
 def salun_losses(unet, frozen_unet, scheduler, forget_x0, forget_emb, pseudo_emb, retain_x0, retain_emb,
@@ -79,8 +92,8 @@ def salun_losses(unet, frozen_unet, scheduler, forget_x0, forget_emb, pseudo_emb
     return forget_loss, retain_loss
 
 
-def train_salun(unet, scheduler, mask, forget_latents, forget_emb, pseudo_emb, retain_latents, retain_embs, config,
-           micro, generator, accelerator, progress) -> list[float]:
+def train_salun(unet, scheduler, mask, forget_latents, forget_emb, pseudo_emb, retain_latents, retain_embs,
+                config, micro, generator, accelerator, progress) -> list[float]:
     """The SalUn loop: Adam on the salient weights, gradient accumulation over micro-batches."""
     constraint = MaskConstraint(unet, mask)
     for name, p in unet.named_parameters():  # tensors with no salient weight need neither grads nor Adam state
@@ -110,12 +123,9 @@ def train_salun(unet, scheduler, mask, forget_latents, forget_emb, pseudo_emb, r
                                    accelerator)
                 break
             except torch.cuda.OutOfMemoryError:
-                if micro == 1 or accelerator.num_processes > 1:
-                    raise SalunError("out of GPU memory even at micro-batch 1; use a smaller resolution "
-                                     "or a GPU with more memory") from None
-                micro //= 2
-                optimizer.zero_grad(set_to_none=True)
-                torch.cuda.empty_cache()
+                pass  # outside the except block, the failed pass's tensors are no longer referenced
+            optimizer.zero_grad(set_to_none=True)
+            micro = _halve_after_oom(micro, accelerator)
         constraint.mask_gradients()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

@@ -48,9 +48,11 @@ st.caption("SalUn on a text-to-image model: the forget prompt is mapped to a pse
 
 if not torch.cuda.is_available():
     st.info(
-        "No GPU here. Stable Diffusion v1.4 needs its weights (about 4 GB; a diffusers folder or a hub id "
-        f"such as `{SD_MODEL}` already in the Hugging Face cache) and, to run in minutes, a GPU with about "
-        "24 GB (16 GB with micro-batches). On this CPU one unlearning step of SD v1.4 takes minutes. "
+        "No GPU here. Stable Diffusion v1.4 needs its weights (about 4 GB: a diffusers folder, or a hub id "
+        f"such as `{SD_MODEL}` already in the Hugging Face cache) and a GPU: by our estimate (not measured) "
+        "about 18 GB for the UNet's weights, gradients, Adam state and mask plus 5–6 GB per image in a "
+        "micro-batch, so 40 GB or more is comfortable and 24 GB is borderline at micro-batch 1. On this "
+        "CPU one UNet forward and backward of SD v1.4 takes minutes, so a run would take days. "
         f"The **tiny** model (`{TINY_MODEL}`: random weights, toy size) shows the whole flow in seconds; "
         "its images are noise, but the before/after change and the metrics are computed the real way.")
 

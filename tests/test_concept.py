@@ -126,6 +126,23 @@ def test_user_image_folders_replace_generated_images(pipe, tmp_path):
     assert result.metrics["forget_images"] == 2 and result.metrics["retain_images"] == 2
 
 
+def test_out_of_gpu_memory_halves_the_micro_batch_and_carries_on(pipe, monkeypatch):
+    import core.concept_train as train
+
+    real, seen = train._accumulate, []
+
+    def accumulate(*args):
+        micro = args[11]
+        seen.append(micro)
+        if micro > 1:
+            raise torch.cuda.OutOfMemoryError("simulated")
+        return real(*args)
+
+    monkeypatch.setattr(train, "_accumulate", accumulate)
+    result = unlearn_concept(tiny_config(epochs=2, sample_seeds=[]), pipe=pipe)
+    assert seen == [2, 1, 1] and len(result.losses) == 2
+
+
 @pytest.mark.parametrize("overrides, message", [
     ({"forget_prompt": " "}, "forget prompt is empty"),
     ({"pseudo_prompt": FORGET}, "must differ"),
