@@ -108,8 +108,22 @@ def cmd_eval_gen(args) -> dict:
         if not args.json:
             print(f"guidance {guidance:<5} recognised {row['recognised']:6.2f}%  Fréchet (classifier features) "
                   f"{row['frechet_all']:8.3f}  per class {row['per_class_accuracy']}", flush=True)
-    return {"generator": args.generator, "steps_done": meta.get("steps_done"), "sample_steps": args.sample_steps,
-            "per_class": args.per_class, "seed": args.seed, "rows": rows}
+    summary = {"generator": args.generator, "steps_done": meta.get("steps_done"), "sample_steps": args.sample_steps,
+               "per_class": args.per_class, "seed": args.seed, "classifier": args.checkpoint or "shipped",
+               "command": " ".join(["python -m core.cli"] + sys.argv[1:]), "rows": rows}
+    if args.record:
+        import json
+
+        from core.checkpoint import sidecar_path
+        from core.diffusion import DEFAULT_GENERATOR
+
+        sidecar = sidecar_path(Path(args.generator or DEFAULT_GENERATOR))
+        values = json.loads(sidecar.read_text())
+        values["evaluation"] = {k: v for k, v in summary.items() if k != "generator"}
+        tmp = sidecar.with_name(sidecar.name + ".partial")
+        tmp.write_text(json.dumps(values, indent=2, sort_keys=True))
+        tmp.replace(sidecar)
+    return summary
 
 
 def add_commands(subparsers) -> None:
@@ -156,4 +170,5 @@ def add_commands(subparsers) -> None:
     p.add_argument("--sample-steps", type=int, default=DEFAULT_SAMPLE_STEPS)
     p.add_argument("--per-class", type=int, default=30)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--record", action="store_true", help="store the figures in the generator's JSON sidecar")
     p.set_defaults(func=cmd_eval_gen)

@@ -46,7 +46,7 @@ def cached_original_grid(generator_path: str, classifier_path: str, per_class: i
 
 
 def show_grid(images, per_class: int, forget_class: int | None, class_names: list[str], caption: str) -> None:
-    st.image(grid_image(images, per_class, forget_class), caption=caption, use_container_width=True)
+    st.image(grid_image(images, per_class, forget_class), caption=caption, width="stretch")
 
 
 st.title("Generation: forget a class")
@@ -121,7 +121,7 @@ if run_clicked:
                     images = generate(model, preview_labels, guidance=guidance, steps=min(10, sample_steps), seed=SEED)
                     preview.image(grid_image(images, len(preview_labels), None, scale=3),
                                   caption=f"live preview after step {done}: one image per class, 0 → "
-                                          f"{len(class_names) - 1}", use_container_width=True)
+                                          f"{len(class_names) - 1}", width="stretch")
 
             run = unlearn_generator(generator, generation_split(dataset, forget_class), method, sparsity=sparsity,
                                     seed=SEED, masked=bool(masked), mask_guidance=guidance, progress=progress, watch=watch,
@@ -171,7 +171,7 @@ for key in ("ua", "retained_accuracy", "frechet_retained"):
                  "after": round(result.after[key], 2), "definition": GENERATION_METRIC_DEFINITIONS[key]})
 rows.append({"metric": "RTE (s)", "before": None, "after": round(result.rte_seconds, 1),
              "definition": "Wall time of the unlearning run, saliency mask included."})
-st.dataframe(pd.DataFrame(rows), hide_index=True, use_container_width=True)
+st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 st.markdown(f"Metrics from {cfg.per_class} generated images per class, judged by the shipped classifier; "
             "**Fréchet distance (classifier features)** compares generated and real test images of the retained "
             "classes on the classifier's penultimate features — it is not Inception FID. The benchmark and the "
@@ -179,13 +179,13 @@ st.markdown(f"Metrics from {cfg.per_class} generated images per class, judged by
 
 st.subheader("Per-class accuracy of generated images")
 st.plotly_chart(per_class_accuracy_figure(result.before["per_class_accuracy"], result.after["per_class_accuracy"],
-                                          class_names, k), use_container_width=True)
+                                          class_names, k), width="stretch")
 
 if result.unlearning.gradients is not None:
     st.subheader("Saliency mask, per layer")
     st.caption("Gradient of the conditional noise-prediction error ||ε − εθ(x_t | forgotten class)||² on images "
                "of the forgotten class at random timesteps; the mask keeps the top share of all weights.")
     stats = layer_statistics(result.unlearning.gradients, result.unlearning.mask)
-    st.plotly_chart(layer_saliency_figure(stats), use_container_width=True)
+    st.plotly_chart(layer_saliency_figure(stats), width="stretch")
     with st.expander("Per-layer table"):
-        st.dataframe(pd.DataFrame(stats), hide_index=True, use_container_width=True)
+        st.dataframe(pd.DataFrame(stats), hide_index=True, width="stretch")
