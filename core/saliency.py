@@ -1,9 +1,9 @@
 """Weight saliency: the gradient of the forgetting loss, the global top-fraction mask, and its constraint.
 
 The mask keeps the `sparsity` share of ALL parameters with the largest |gradient|, ranked globally, so
-each layer ends up with its own salient fraction. The threshold is found by narrowing a histogram over
-the per-tensor values (exact counts, a few passes), never by sorting or concatenating all parameters:
-memory stays at the size of the largest tensor.
+each layer ends up with its own salient fraction. The threshold is bracketed from a small sample and
+confirmed by exact counts, never by sorting or concatenating all parameters: a few linear passes, and
+memory on the order of the largest tensor.
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ from core.errors import SalunError, check_fraction
 Mask = dict[str, torch.Tensor]  # parameter name -> bool tensor of the parameter's shape
 
 DEFAULT_SPARSITY = 0.5
-_BUCKETS = 2048
-_EXACT_BELOW = 1 << 16
+_SAMPLE = 200_000  # elements sampled to bracket the threshold
 
 
 def accumulate_gradients(model: nn.Module, losses: Iterable[torch.Tensor],
@@ -67,45 +66,39 @@ def classifier_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, bat
 
 
 def _kth_largest_threshold(values: list[torch.Tensor], k: int) -> torch.Tensor:
-    """The k-th largest value among all elements of `values` (flat tensors), found by histogram narrowing.
+    """The k-th largest value among all elements of `values` (flat tensors), without sorting them.
 
-    Each pass buckets only the candidates in the window (lo, hi] and keeps the bucket holding the k-th
-    largest, so the work is a few linear passes and the extra memory is per tensor, never for all.
+    A strided sample brackets the threshold between two sample quantiles; exact counts (one comparison
+    pass per bound) confirm the bracket holds the k-th largest value, widening it if the sample was
+    unlucky; only the few values inside the bracket are gathered and selected exactly. Extra memory is
+    one boolean per element of the largest tensor plus the bracket, never a copy of all parameters.
     """
-    above = 0  # elements known to be > hi
-    lo = None  # the window is lo < v <= hi; lo None means no lower bound
-    hi = max(v.max() for v in values if v.numel())
+    n = sum(v.numel() for v in values)
+    stride = max(1, n // _SAMPLE)
+    sample = torch.sort(torch.cat([v[::stride] for v in values]).float().cpu()).values
+    below = 1 - k / n  # share of elements under the threshold
+    margin = 4 / len(sample) ** 0.5 + 1e-3
+    while True:
+        lo_i = int((below - margin) * (len(sample) - 1))
+        hi_i = int((below + margin) * (len(sample) - 1)) + 1
+        lo = sample[lo_i].item() if lo_i > 0 else None  # None: no lower bound
+        hi = sample[hi_i].item() if hi_i < len(sample) - 1 else None  # None: no upper bound
+        above = 0 if hi is None else sum(int((v > hi).sum()) for v in values)
+        if above >= k:  # the bracket sits too low
+            margin *= 4
+            continue
 
-    def in_window(v):
-        return v <= hi if lo is None else (v > lo) & (v <= hi)
+        def inside(v):
+            keep = torch.ones_like(v, dtype=torch.bool) if hi is None else v <= hi
+            return keep if lo is None else keep & (v > lo)
 
-    def exact(pool_parts, need):
-        pool = torch.cat(pool_parts).float().cpu()
-        return torch.kthvalue(pool, pool.numel() - need + 1).values.to(hi.dtype).to(hi.device)
-
-    for _ in range(12):
-        need = k - above
-        windows = [in_window(v) for v in values]
-        count = sum(int(w.sum()) for w in windows)
-        if count <= _EXACT_BELOW:
-            return exact([v[w] for v, w in zip(values, windows)], need)
-        cmin = min(v[w].min() for v, w in zip(values, windows) if bool(w.any()))
-        if cmin == hi:  # every remaining candidate is tied
-            return hi
-        edges = torch.linspace(float(cmin), float(hi), _BUCKETS + 1, dtype=torch.float64).to(hi)
-        counts = torch.zeros(_BUCKETS + 2, dtype=torch.int64, device=hi.device)
-        for v, w in zip(values, windows):
-            if bool(w.any()):
-                # bucket j >= 1 holds edges[j-1] < v <= edges[j]; bucket 0 holds v == cmin
-                counts += torch.bincount(torch.bucketize(v[w], edges, out_int32=True), minlength=_BUCKETS + 2)
-        del windows
-        from_top = torch.flip(counts, [0]).cumsum(0)
-        j = _BUCKETS + 1 - int(torch.searchsorted(from_top, torch.tensor(need, device=from_top.device)))
-        above += int(counts[j + 1:].sum())
-        if j == 0:
-            return cmin
-        lo, hi = edges[j - 1], edges[j]
-    return exact([v[in_window(v)] for v in values], k - above)
+        window = sum(int(inside(v).sum()) for v in values)
+        if above + window < k:  # the bracket sits too high
+            margin *= 4
+            continue
+        pool = torch.cat([v[inside(v)] for v in values])
+        need = k - above  # the need-th largest in the pool
+        return torch.kthvalue(pool.cpu(), pool.numel() - need + 1).values.to(values[0].device)
 
 
 def saliency_mask(gradients: dict[str, torch.Tensor], sparsity: float = DEFAULT_SPARSITY) -> Mask:
