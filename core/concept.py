@@ -60,6 +60,7 @@ class ConceptConfig:
     retain_images: str | None = None   # folder of retain images (captions from same-name .txt files)
     seed: int = 0
     precision: str = "auto"
+    gradient_checkpointing: bool = False  # recompute UNet activations in backward: less memory, ~30% slower
     safety_checker: bool = False
 
     def to_dict(self) -> dict:
@@ -258,6 +259,8 @@ def unlearn_concept(config: ConceptConfig, pipe=None, phase_progress: PhaseProgr
         torch.cuda.empty_cache()
     unet.to(device).train()
     unet.requires_grad_(True)
+    if config.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
     micro = min(config.micro_batch_size or config.batch_size, config.batch_size)
     generator = torch.Generator().manual_seed(config.seed * 1000 + accelerator.process_index)
 
@@ -279,6 +282,8 @@ def unlearn_concept(config: ConceptConfig, pipe=None, phase_progress: PhaseProgr
                          accelerator, phase("unlearning"))
     timings["unlearn_s"] = time.perf_counter() - t0
 
+    if config.gradient_checkpointing:
+        unet.disable_gradient_checkpointing()
     after = probe()
     metrics = {**_compare(before, after),
                "forget_images": int(accelerator.reduce(torch.tensor(len(forget_latents), device=device), "sum")),

@@ -33,6 +33,7 @@ def cmd_unlearn_concept(args) -> dict:
         sample_guidance=args.guidance, inference_steps=chosen["steps"],
         resolution=args.resolution, sample_seeds=args.sample_seeds, forget_images=args.forget_images,
         retain_images=args.retain_images, seed=args.seed, precision=args.precision,
+        gradient_checkpointing=args.gradient_checkpointing,
         safety_checker=args.safety_checker,
     ).validate()
     accelerator = make_accelerator(config.precision)
@@ -80,6 +81,8 @@ def add_commands(subparsers) -> None:
     p.add_argument("--sample-seeds", type=int, nargs="+", default=[0, 1], help="seeds of the before/after images")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="GPU compute precision (auto: bf16, else fp16); the CPU always uses fp32")
+    p.add_argument("--gradient-checkpointing", action="store_true",
+                   help="recompute activations in backward: much less GPU memory, about a third slower")
     p.add_argument("--safety-checker", action="store_true", help="keep the pipeline's safety checker")
     p.add_argument("--save", default=None, help="folder for the unlearned pipeline, mask, metrics and samples")
     p.add_argument("--seed", type=int, default=0)

@@ -143,6 +143,14 @@ def test_out_of_gpu_memory_halves_the_micro_batch_and_carries_on(pipe, monkeypat
     assert seen == [2, 1, 1] and len(result.losses) == 2
 
 
+def test_gradient_checkpointing_gives_the_same_run(pipe):
+    plain = unlearn_concept(tiny_config(epochs=1, sample_seeds=[]), pipe=pipe)
+    checkpointed = unlearn_concept(tiny_config(epochs=1, sample_seeds=[], gradient_checkpointing=True), pipe=pipe)
+    assert checkpointed.losses == pytest.approx(plain.losses, rel=1e-5)
+    assert all(torch.equal(checkpointed.mask[k], plain.mask[k]) for k in plain.mask)
+    assert not checkpointed.unet.is_gradient_checkpointing
+
+
 @pytest.mark.parametrize("overrides, message", [
     ({"forget_prompt": " "}, "forget prompt is empty"),
     ({"pseudo_prompt": FORGET}, "must differ"),
