@@ -1,0 +1,33 @@
+# SalUn Lab. `make app` installs everything and starts the app; `make test` installs everything and runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install app test browser bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+app: install
+	$(BIN)/streamlit run app.py
+
+# The end-to-end test drives Debian's Chromium; install it when it is missing and we may.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+		echo "chromium not installed: the browser test will be skipped"
+
+test: install browser
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python bench/bench_mask.py
+	$(BIN)/python bench/bench_classification.py --all-classes
+	$(BIN)/python bench/bench_generation.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache
