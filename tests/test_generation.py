@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -211,3 +212,36 @@ def test_page_shows_bad_input_as_error_not_traceback(page_env):
     at.button(key="gen_run").click().run()
     assert not at.exception
     assert any("guidance" in e.value for e in at.error)
+
+
+# --- the CLI ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv, message", [
+    (["--forget", "class:12"], "class 12 does not exist"),
+    (["--forget", "random:0.1"], "use class:K"),
+    (["--guidance", "0"], "guidance must be > 0"),
+    (["--steps", "0"], "steps must be > 0"),
+    (["--method", "nope"], "unknown generation method"),
+])
+def test_cli_bad_input_is_one_line_error(page_env, capsys, argv, message):
+    from core.cli import main
+
+    code = main(["unlearn-gen", "--generator", os.environ["SALUN_GENERATOR"],
+                 "--checkpoint", os.environ["SALUN_CLASSIFIER"], "--quiet"] + argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message in err and len(err.splitlines()) == 1, err
+
+
+def test_cli_unlearn_gen_json(page_env, capsys, tmp_path):
+    from core.cli import main
+
+    code = main(["unlearn-gen", "--generator", os.environ["SALUN_GENERATOR"], "--checkpoint",
+                 os.environ["SALUN_CLASSIFIER"], "--forget", "class:2", "--steps", "2", "--per-class", "3",
+                 "--sample-steps", "2", "--quiet", "--json", "--save", str(tmp_path / "out")])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for key in ("method", "forget", "seed", "ua", "retained_accuracy", "frechet_retained", "rte_seconds"):
+        assert key in summary
+    assert set(summary["before"]) >= {"ua", "retained_accuracy", "frechet_retained"}
+    assert summary["method"] == "salun" and summary["forget"] == "class:2"
+    assert load_generator(tmp_path / "out" / "generator.safetensors")[1]["unlearning"]["forget"] == "class:2"
