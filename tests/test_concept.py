@@ -23,15 +23,6 @@ def tiny_config(**overrides) -> ConceptConfig:
     return ConceptConfig(**values)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # 2 shared cores: one thread per process avoids oversubscription stalls in the tiny UNet
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def pipe():
     return build_tiny_pipeline()
