@@ -3,8 +3,11 @@
     python -m core.cli unlearn-concept --model CompVis/stable-diffusion-v1-4 \\
         --forget "a photo of a nude person" --pseudo "a photo of a person wearing clothes" \\
         --retain "a photo of a person wearing clothes" --save runs/nudity --json
-    python -m core.cli unlearn-concept --model tiny --save /tmp/tiny      (tiny random pipeline, seconds on a CPU)
-    accelerate launch -m core.cli unlearn-concept ...                       (several GPUs, same flags)
+    python -m core.cli unlearn-concept --model tiny --save /tmp/tiny   (tiny random pipeline, seconds on a CPU)
+    accelerate launch --multi_gpu --num_processes 4 -m core.cli unlearn-concept ...   (several GPUs, same flags)
+    torchrun --nproc_per_node 2 -m core.cli unlearn-concept --model tiny ...          (two CPU processes, gloo)
+
+Each process makes its share of the images; --batch-size is the global batch, split over the processes.
 """
 
 from __future__ import annotations
@@ -18,10 +21,7 @@ def cmd_unlearn_concept(args) -> dict:
     from core.cli import ProgressBar
     from core.concept import ConceptConfig, make_accelerator, save_concept_result, unlearn_concept
     from core.concept_pipeline import TINY_MODEL
-    from core.errors import SalunError
 
-    if not args.save:
-        raise SalunError("--save DIR is required: the unlearned pipeline is written there")
     defaults = TINY_DEFAULTS if args.model.strip() == TINY_MODEL else SD_DEFAULTS
     chosen = {key: getattr(args, key) if getattr(args, key) is not None else value for key, value in defaults.items()}
     config = ConceptConfig(
@@ -59,7 +59,8 @@ def add_commands(subparsers) -> None:
         "unlearn-concept", help="forget a text-to-image concept in Stable Diffusion (SalUn on the UNet)",
         description="SalUn concept forgetting on a diffusers StableDiffusionPipeline. Upstream defaults: "
                     "alpha 0.1-0.5, lr 1e-5, batch 8, 1-5 epochs, mask at guidance 7.5.")
-    p.add_argument("--model", default="tiny", help="diffusers folder, hub id (cached or downloadable), or 'tiny'")
+    p.add_argument("--model", required=True,
+                   help="diffusers folder, hub id (cached or downloadable), or 'tiny' (tiny random pipeline)")
     p.add_argument("--forget", default="a photo of a nude person", help="the prompt whose concept is forgotten")
     p.add_argument("--pseudo", default="a photo of a person wearing clothes", help="the prompt it is mapped to")
     p.add_argument("--retain", action="append", default=None,
@@ -84,7 +85,7 @@ def add_commands(subparsers) -> None:
     p.add_argument("--gradient-checkpointing", action="store_true",
                    help="recompute activations in backward: much less GPU memory, about a third slower")
     p.add_argument("--safety-checker", action="store_true", help="keep the pipeline's safety checker")
-    p.add_argument("--save", default=None, help="folder for the unlearned pipeline, mask, metrics and samples")
+    p.add_argument("--save", required=True, help="folder for the unlearned pipeline, mask, metrics and samples")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
