@@ -44,7 +44,8 @@ def cmd_unlearn_concept(args) -> dict:
     summary = {**result.summary(), **saved, "device": str(accelerator.device), "processes": accelerator.num_processes}
     if accelerator.is_main_process and not args.json:
         m = result.metrics
-        print(f"forget→pseudo prediction distance  {m['forget_to_pseudo_before']:.4g} → {m['forget_to_pseudo_after']:.4g}")
+        print(f"forget→pseudo prediction distance  {m['forget_to_pseudo_before']:.4g} → "
+              f"{m['forget_to_pseudo_after']:.4g}")
         print(f"retain denoising error             {m['retain_error_before']:.4g} → {m['retain_error_after']:.4g}")
         print(f"prediction shift  forget {m['forget_shift']:.4g}   retain {m['retain_shift']:.4g}")
         print(f"{len(result.losses)} steps in {result.timings['unlearn_s']:.1f} s; saved {saved['path']}")
@@ -70,8 +71,10 @@ def add_commands(subparsers) -> None:
     p.add_argument("--sparsity", type=float, default=0.5, help="share of UNet weights the saliency mask selects")
     p.add_argument("--alpha", type=float, default=0.1, help="weight of the retain diffusion loss (upstream 0.1-0.5)")
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 1e-5; 5e-4 for tiny)")
-    p.add_argument("--epochs", type=int, default=None, help="passes over the forget images (default 1, upstream 1-5; 10 for tiny)")
-    p.add_argument("--batch-size", type=int, default=None, help="forget (and retain) images per optimizer step (default 8; 4 for tiny)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="passes over the forget images (default 1, upstream 1-5; 10 for tiny)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="forget (and retain) images per optimizer step, over all processes (default 8; 4 for tiny)")
     p.add_argument("--micro-batch", type=int, default=0, help="images per forward pass; 0 = whole batch")
     p.add_argument("--images-per-prompt", type=int, default=None,
                    help="generated forget images, and per retain prompt (default 8; 4 for tiny)")

@@ -142,7 +142,8 @@ def load_pipeline(model: str, device: torch.device | str = "cpu", half_precision
 
     model = (model or "").strip()
     if not model:
-        raise SalunError("model is empty: give a diffusers folder, a hub id such as CompVis/stable-diffusion-v1-4, or 'tiny'")
+        raise SalunError("model is empty: give a diffusers folder, a hub id such as "
+                         "CompVis/stable-diffusion-v1-4, or 'tiny'")
     if model == TINY_MODEL:
         pipe = build_tiny_pipeline()
     else:
@@ -153,7 +154,8 @@ def load_pipeline(model: str, device: torch.device | str = "cpu", half_precision
         if path.exists():
             pipe = _load_folder(StableDiffusionPipeline, path, kwargs)
         elif model.startswith((".", "/", "~")) or model.count("/") != 1 or not _HUB_ID.match(model):
-            raise CheckpointError(f"model {model!r} is neither an existing folder nor a hub id like 'CompVis/stable-diffusion-v1-4'")
+            raise CheckpointError(f"model {model!r} is neither an existing folder nor a hub id like "
+                                  "'CompVis/stable-diffusion-v1-4'")
         else:
             pipe = _load_hub(StableDiffusionPipeline, model, kwargs)
     pipe.set_progress_bar_config(disable=True)
