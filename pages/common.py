@@ -231,7 +231,10 @@ def method_settings(exp, method: str, key: str) -> dict:
 
     spec = METHODS[method]
     defaults = default_settings(exp, method)
-    kind = exp.split.target.kind
+    # the key names the model too: a widget keeps its value under its key, so another model's
+    # defaults would otherwise never show
+    model_id = hashlib.sha1(json.dumps([exp.dataset.name, exp.meta.get("training")], default=str).encode()).hexdigest()[:8]
+    kind = f"{exp.split.target.kind}_{model_id}"
     values = {}
     columns = st.columns(3)
     if "epochs" in defaults:
@@ -294,39 +297,43 @@ def poll_jobs(entries: list[dict], cancel_key: str, title: str = "Running") -> b
     from core.plots import loss_curve_figure
 
     jobs = [e["job"] for e in entries if e["job"] is not None]
-    if st.button("Cancel", key=cancel_key, type="secondary", icon=":material/cancel:"):
-        for job in jobs:
-            job.cancel()
-        for job in jobs:  # a run stops at its next step; wait for that so the page can say so at once
-            job.wait(10)
-        return False
-    with st.status(title, expanded=True) as status:
-        bars = {id(e): st.progress(0.0, text=e["label"]) for e in entries if e["job"] is not None}
-        chart = st.empty()
-        last_drawn = 0.0
-        while True:
-            for e in entries:
-                job = e["job"]
-                if job is None:
-                    continue
-                done, total, loss = job.progress
-                if job.status == "queued":
-                    text = f"{e['label']}: waiting (position {job.queue_position()} in the queue)"
-                elif job.finished:
-                    text = f"{e['label']}: {job.status}"
-                else:
-                    text = f"{e['label']}: step {done}/{total}, loss {loss:.3f}"
-                bars[id(e)].progress(1.0 if job.finished else job.fraction_done, text=text)
-            if time.monotonic() - last_drawn > 0.8 or all(j.finished for j in jobs):
-                chart.plotly_chart(loss_curve_figure({e["label"]: list(e["job"].losses) for e in entries
-                                                      if e["job"] is not None}), key=f"{cancel_key}_loss_{time.monotonic()}")
-                last_drawn = time.monotonic()
-            if all(j.finished for j in jobs):
-                break
-            time.sleep(0.25)
-        failed = [j for j in jobs if j.status != "done"]
-        status.update(label=f"{title}: finished" if not failed else f"{title}: {len(failed)} did not finish",
-                      state="complete" if not failed else "error", expanded=False)
+    holder = st.empty()  # everything drawn here disappears once the jobs are done
+    with holder.container():
+        if st.button("Cancel", key=cancel_key, type="secondary", icon=":material/cancel:"):
+            for job in jobs:
+                job.cancel()
+            for job in jobs:  # a run stops at its next step; wait for that so the page can say so at once
+                job.wait(10)
+            holder.empty()
+            return False
+        with st.status(title, expanded=True):
+            bars = {id(e): st.progress(0.0, text=e["label"]) for e in entries if e["job"] is not None}
+            chart = st.empty()
+            last_drawn = 0.0
+            while True:
+                for e in entries:
+                    job = e["job"]
+                    if job is None:
+                        continue
+                    done, total, loss = job.progress
+                    if job.status == "queued":
+                        text = f"{e['label']}: waiting (position {job.queue_position()} in the queue)"
+                    elif job.finished:
+                        text = f"{e['label']}: {job.status}"
+                    elif total == 0:
+                        text = f"{e['label']}: starting…"
+                    else:
+                        text = f"{e['label']}: step {done}/{total}, loss {loss:.3f}"
+                    bars[id(e)].progress(1.0 if job.finished else job.fraction_done, text=text)
+                if all(j.finished for j in jobs):
+                    break
+                if time.monotonic() - last_drawn > 0.8:
+                    chart.plotly_chart(loss_curve_figure({e["label"]: list(e["job"].losses) for e in entries
+                                                          if e["job"] is not None}),
+                                       key=f"{cancel_key}_loss_{time.monotonic()}")
+                    last_drawn = time.monotonic()
+                time.sleep(0.25)
+    holder.empty()
     return True
 
 

@@ -1,0 +1,146 @@
+"""The app's pages, driven as a visitor would with Streamlit's AppTest.
+
+Runs use the tiny digits model from conftest (8x8 images), except the guided home page, which is
+fixed to the shipped mnist5k model.
+"""
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parent.parent
+TIMEOUT = 180
+
+
+def page(name: str) -> AppTest:
+    return AppTest.from_file(str(ROOT / name), default_timeout=TIMEOUT)
+
+
+def no_traceback(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def choose_digits(at: AppTest, checkpoint: Path, forget_class: int = 2) -> AppTest:
+    at.selectbox(key="pick_dataset").set_value("digits")
+    at.text_input(key="pick_checkpoint").set_value(str(checkpoint))
+    at.run()
+    at.radio(key="pick_class").set_value(forget_class)
+    return at.run()
+
+
+def tile(at: AppTest, label_start: str) -> float:
+    for metric in at.metric:
+        if metric.label.startswith(label_start):
+            return float(metric.value.rstrip("%"))
+    raise AssertionError(f"no metric labelled {label_start!r}; shown: {[m.label for m in at.metric]}")
+
+
+def test_home_forgets_the_chosen_digit():
+    from core.experiment import Experiment, RunConfig
+
+    at = page("app.py").run()
+    no_traceback(at)
+    assert at.title[0].value.startswith("SalUn Lab")
+    at.radio(key="home_class").set_value(1).run()
+    at.button(key="home_run").click().run()
+    no_traceback(at)
+    assert not at.error, [e.value for e in at.error]
+    assert any("Digit 1 is forgotten" in s.value for s in at.subheader)
+
+    original = Experiment.from_config(RunConfig(forget="class:1")).original_metrics(0)
+    shown = tile(at, "Test images of 1 recognised")
+    assert shown < original["forget_test_accuracy"] - 50  # the digit is no longer recognised
+    assert tile(at, "Other digits recognised") > 85  # the others still are
+
+
+def test_unlearn_page_shows_core_metrics_caches_and_explains_bad_input(digits_checkpoint):
+    from core.experiment import Experiment, RunConfig
+
+    at = choose_digits(page("pages/unlearn.py").run(), digits_checkpoint)
+    no_traceback(at)
+    at.multiselect(key="un_methods").set_value(["salun"]).run()
+    at.button(key="un_run").click().run()
+    no_traceback(at)
+    assert not at.error, [e.value for e in at.error]
+
+    # the numbers on screen are the ones core/ computes for the same config and seed
+    experiment = Experiment.from_config(RunConfig(dataset="digits", forget="class:2",
+                                                  checkpoint=str(digits_checkpoint)), device="cpu")
+    expected = experiment.unlearn("salun", seed=0, sparsity=0.5).metrics
+    before = experiment.original_metrics(0)
+    for key, label in [("ua", "UA"), ("ra", "RA"), ("ta", "TA"), ("mia_efficacy", "MIA-Efficacy"),
+                       ("forget_test_accuracy", "Forgotten class test acc.")]:
+        assert tile(at, f"{label} · SalUn") == pytest.approx(round(expected[key], 1), abs=0.051), key
+    assert expected["forget_test_accuracy"] < before["forget_test_accuracy"] - 50
+    table = at.dataframe[0].value
+    assert list(table["Metric"][:4]) == ["UA", "RA", "TA", "MIA-Efficacy"]
+    assert table["What it means"].str.len().min() > 20  # every metric is defined where it is shown
+    assert "python -m core.cli unlearn --dataset digits --forget class:2 --method salun" in at.code[0].value
+
+    # the same config again is served from the store: the very same result, no new run
+    first = at.session_state["un_shown"]["results"][0][1]
+    at.button(key="un_run").click().run()
+    assert at.session_state["un_shown"]["results"][0][1] is first
+
+    # bad input is explained in place; the earlier comparison stays
+    at.radio(key="pick_kind").set_value("indices").run()
+    at.text_area(key="pick_indices_text").set_value("4, 8, x15").run()
+    no_traceback(at)
+    assert any("'x15' is not an integer index" in e.value for e in at.error)
+    assert at.dataframe and at.dataframe[0].value.equals(table)
+    at.text_input(key="pick_checkpoint").set_value("/nonexistent/model.safetensors").run()
+    no_traceback(at)
+    assert at.error and at.dataframe
+
+
+def test_saliency_page_redraws_the_mask_and_overlaps(digits_checkpoint):
+    from core.analysis import retain_gradients
+    from core.experiment import Experiment, RunConfig
+    from core.saliency import mask_iou, saliency_mask
+
+    at = choose_digits(page("pages/saliency.py").run(), digits_checkpoint)
+    no_traceback(at)
+    at.slider(key="sal_sparsity").set_value(20).run()
+    no_traceback(at)
+    assert any("redrawn from the cached gradients" in c.value for c in at.caption)
+
+    experiment = Experiment.from_config(RunConfig(dataset="digits", forget="class:2",
+                                                  checkpoint=str(digits_checkpoint)), device="cpu")
+    forget_mask = experiment.mask(0.2)
+    expected, _ = mask_iou(forget_mask, saliency_mask(retain_gradients(experiment), 0.2))
+    assert tile(at, "IoU of the forget-set mask and the retain-set mask") == pytest.approx(expected, abs=5e-4)
+    at.slider(key="sal_sparsity").set_value(80).run()
+    assert tile(at, "IoU of the forget-set mask and the retain-set mask") > expected  # larger masks overlap more
+
+
+def test_sweep_page_runs_salun_over_sparsities_with_retrain(digits_checkpoint):
+    at = choose_digits(page("pages/sweep.py").run(), digits_checkpoint)
+    at.multiselect(key="sw_sparsities").set_value([0.2, 0.6])
+    at.number_input(key="sw_seeds").set_value(1)
+    at.run()
+    retrain_epochs = next(n for n in at.number_input if n.key.startswith("sw_retrain") and n.key.endswith("epochs"))
+    retrain_epochs.set_value(1)
+    at.button(key="sw_run").click().run()
+    no_traceback(at)
+    assert not at.error, [e.value for e in at.error]
+    table = at.dataframe[0].value
+    assert sorted(table["sparsity"]) == [0.2, 0.6]
+    assert (table["UA"] > 50).all()  # class 2 forgotten at both sparsities
+    assert len(at.session_state["sw_result"]["retrain"]) == 1
+
+
+def test_sweep_page_refuses_more_runs_than_the_limit(digits_checkpoint, monkeypatch):
+    monkeypatch.setenv("SALUN_MAX_SWEEP_RUNS", "2")
+    from pages import common
+
+    common.limits.clear()
+    try:
+        at = choose_digits(page("pages/sweep.py").run(), digits_checkpoint)
+        at.multiselect(key="sw_sparsities").set_value([0.2, 0.4, 0.6]).run()
+        at.button(key="sw_run").click().run()
+        no_traceback(at)
+        assert any("exceeds this server's limit of 2" in e.value for e in at.error)
+        assert "sw_job" not in at.session_state
+    finally:
+        common.limits.clear()

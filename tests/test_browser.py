@@ -1,0 +1,86 @@
+"""End to end in a real browser: start `streamlit run app.py`, forget the default digit from the home
+page, find the before/after comparison, and save a screenshot for the README."""
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+SCREENSHOT = ROOT / "assets" / "screenshot_app.png"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"]
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                                reason=f"Debian's chromium is not installed at {CHROMIUM} (apt-get install -y chromium)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def app_url():
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                output = process.stdout.read().decode(errors="replace") if process.poll() is not None else ""
+                pytest.fail(f"streamlit did not start on port {port}: {output[-2000:]}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def test_forget_default_digit_in_browser(app_url):
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(app_url)
+            # the default digit's button is the guided path's one click
+            button = page.get_by_role("button", name=re.compile(r"Forget digit 3 with SalUn"))
+            expect(button).to_be_visible(timeout=60_000)
+            button.click()
+            expect(page.get_by_text("Digit 3 is forgotten")).to_be_visible(timeout=240_000)
+            recognised = page.get_by_test_id("stMetric").filter(has_text="Test images of 3 recognised")
+            value = float(recognised.get_by_test_id("stMetricValue").inner_text().rstrip("%"))
+            assert value < 20.0, f"the forgotten digit is still recognised {value}% of the time"
+            expect(page.get_by_text("what the model says before → after")).to_be_visible(timeout=60_000)
+            page.wait_for_timeout(1500)  # let the Plotly chart finish drawing
+            # Streamlit scrolls inside its main section, not the document: grow the window to fit it
+            height = page.evaluate("document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
+            page.set_viewport_size({"width": 1400, "height": min(int(height), 4000)})
+            page.wait_for_timeout(1000)
+            SCREENSHOT.parent.mkdir(exist_ok=True)
+            page.screenshot(path=str(SCREENSHOT))
+        finally:
+            browser.close()
+    assert SCREENSHOT.stat().st_size > 10_000
