@@ -6,8 +6,10 @@ A progress callback is called as `progress(done, total, loss)` after every step.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
+import threading
 from dataclasses import asdict, dataclass
 from typing import Callable
 
@@ -30,11 +32,23 @@ class TrainConfig:
     seed: int = 0
 
 
-def seed_everything(seed: int) -> torch.Generator:
-    torch.manual_seed(seed)
+GLOBAL_RNG_LOCK = threading.Lock()
+
+
+def make_generator(seed: int) -> torch.Generator:
+    """A private random stream for one run; runs in other threads cannot disturb it."""
     generator = torch.Generator()
     generator.manual_seed(seed)
     return generator
+
+
+@contextlib.contextmanager
+def seeded_global_rng(seed: int):
+    """Layer initialisers draw from torch's global generator, which concurrent runs share: seed it and
+    draw under one lock, so the same seed gives the same weights whatever else is running."""
+    with GLOBAL_RNG_LOCK:
+        torch.manual_seed(seed)
+        yield
 
 
 def check_finite(loss: torch.Tensor, what: str) -> float:
@@ -76,9 +90,11 @@ def train_from_scratch(dataset: ImageDataset, indices, config: TrainConfig, devi
                        progress: Progress | None = None, what: str = "training") -> nn.Module:
     """A fresh model of `config.architecture` trained on the training rows `indices`."""
     device = device or default_device()
-    generator = seed_everything(config.seed)
+    generator = make_generator(config.seed)
     channels, height, _ = dataset.image_shape
-    model = build_model(config.architecture, channels, dataset.num_classes, height).to(device)
+    with seeded_global_rng(config.seed):
+        model = build_model(config.architecture, channels, dataset.num_classes, height)
+    model.to(device)
     idx = torch.as_tensor(indices, dtype=torch.long)
     fit(model, dataset.train_x[idx], dataset.train_y[idx], config.epochs, config.lr, config.batch_size,
         generator, device, progress, what)

@@ -23,7 +23,7 @@ from torch import nn
 
 from core.errors import SalunError, check_positive
 from core.saliency import Mask, MaskConstraint
-from core.training import Progress, TrainConfig, batches, check_finite, fit, seed_everything
+from core.training import Progress, TrainConfig, batches, check_finite, fit, make_generator, seeded_global_rng
 
 
 @dataclass
@@ -96,7 +96,7 @@ def _device(model):
 def _relabel_run(model, data: UnlearnData, params: dict, mask, progress, what: str) -> list[float]:
     """Random labels on Df plus α × cross-entropy on Dr; one epoch = one pass over Df, each forget batch
     paired with a random retain batch. Used by SalUn (with its mask) and RL (without)."""
-    device, generator = _device(model), seed_everything(params["seed"])
+    device, generator = _device(model), make_generator(params["seed"])
     constraint = MaskConstraint(model, mask) if mask is not None else None
     bs, n_f, n_r = params["batch_size"], len(data.forget_y), len(data.retain_y)
     step = _Steps(model, _sgd(model, params), constraint, params["epochs"] * math.ceil(n_f / bs), progress, what)
@@ -128,7 +128,7 @@ def run_rl(model, data, params, mask=None, progress=None):
 
 def _retain_run(model, data, params, mask, progress, what, l1: float = 0.0) -> list[float]:
     """Fine-tuning on Dr, optionally with an ℓ1 penalty that decays linearly to zero (ℓ1-sparse)."""
-    device, generator = _device(model), seed_everything(params["seed"])
+    device, generator = _device(model), make_generator(params["seed"])
     constraint = MaskConstraint(model, mask) if mask is not None else None
     bs, n_r = params["batch_size"], len(data.retain_y)
     total = params["epochs"] * math.ceil(n_r / bs)
@@ -156,7 +156,7 @@ def run_l1_sparse(model, data, params, mask=None, progress=None):
 
 def run_ga(model, data, params, mask=None, progress=None):
     """Gradient ascent: maximise cross-entropy on Df."""
-    device, generator = _device(model), seed_everything(params["seed"])
+    device, generator = _device(model), make_generator(params["seed"])
     constraint = MaskConstraint(model, mask) if mask is not None else None
     bs, n_f = params["batch_size"], len(data.forget_y)
     step = _Steps(model, _sgd(model, params), constraint, params["epochs"] * math.ceil(n_f / bs), progress, "GA")
@@ -214,8 +214,8 @@ def run_retrain(model, data, params, mask=None, progress=None):
     """Exact unlearning: a new model trained from scratch on Dr with the original's recipe."""
     if mask is not None:
         raise SalunError("Retrain trains a new model from scratch; it takes no mask")
-    generator = seed_everything(params["seed"])
-    with torch.no_grad():  # fresh initialisation, in place, so `model` stays the caller's object
+    generator = make_generator(params["seed"])
+    with seeded_global_rng(params["seed"]), torch.no_grad():  # fresh weights in place: `model` stays the caller's
         for module in model.modules():
             if hasattr(module, "reset_parameters") and module is not model:
                 module.reset_parameters()
