@@ -111,7 +111,8 @@ def _relabel_run(model, data: UnlearnData, params: dict, mask, progress, what: s
             yf = random_labels[idx].to(device)
             r = torch.randint(0, n_r, (params["retain_batch_size"],), generator=generator)
             xr, yr = data.retain_x[r].to(device), data.retain_y[r].to(device)
-            step(loss_fn(model(xf), yf) + params["alpha"] * loss_fn(model(xr), yr))
+            logits = model(torch.cat([xf, xr]))  # one forward pass for both: faster than two small ones
+            step(loss_fn(logits[:len(idx)], yf) + params["alpha"] * loss_fn(logits[len(idx):], yr))
     model.eval()
     return step.losses
 
