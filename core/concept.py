@@ -285,8 +285,13 @@ def _unlearn_concept(config, pipe, phase_progress, accelerator) -> ConceptResult
     del gradients
     timings["mask_s"] = time.perf_counter() - t0
 
-    probe = _Probe(unet, pipe.scheduler, forget_latents[:2], retain_latents[:2], embeddings[config.forget_prompt],
-                   embeddings[config.pseudo_prompt], retain_embs[:2], config.seed)
+    # probes: two forget images; the first image of each retain prompt (of the first two folder images)
+    retain_probe = [retain_captions.index(c) for c in dict.fromkeys(retain_captions)][:4]
+    if len(retain_probe) == 1:
+        retain_probe = list(range(min(2, len(retain_captions))))
+    probe = _Probe(unet, pipe.scheduler, forget_latents[:2], retain_latents[retain_probe],
+                   embeddings[config.forget_prompt], embeddings[config.pseudo_prompt], retain_embs[retain_probe],
+                   config.seed)
     before = probe()
 
     t0 = time.perf_counter()

@@ -13,7 +13,7 @@ from core.errors import CheckpointError, SalunError
 
 ROOT = Path(__file__).resolve().parent.parent
 FORGET, PSEUDO = "a photo of a nude person", "a photo of a person wearing clothes"
-RETAIN = ["a photo of a cat"]
+RETAIN = [PSEUDO]  # as upstream: the clothed person is both the pseudo and the retain prompt
 
 
 def tiny_config(**overrides) -> ConceptConfig:
@@ -60,14 +60,16 @@ def test_passed_in_pipeline_is_left_untouched(run, pipe):
     assert all(torch.equal(v, original[k]) for k, v in pipe.unet.state_dict().items())
 
 
-def test_forget_prompt_moves_towards_pseudo_while_retain_denoising_holds(run, pipe):
+def test_forget_prompt_moves_towards_pseudo_while_retain_prompts_move_less(run, pipe):
     result, _ = run
     m = result.metrics
     assert m["forget_to_pseudo_after"] < 0.5 * m["forget_to_pseudo_before"]
+    assert m["retain_shift"] < 0.6 * m["forget_shift"]
     assert m["retain_error_after"] <= m["retain_error_before"]
-    # Without the retain term the retain prompts' denoising is left unprotected: it ends worse than with it.
-    # (On a random toy UNet, Adam's first steps move every salient weight by about lr, so all prompts'
-    # predictions shift by similar amounts; the retain loss is what keeps retain prompts denoising well.)
+    # Without the retain term the retain prompt's denoising is left unprotected: it ends worse than with it.
+    # (With an unrelated retain prompt, such as "a photo of a cat", a random toy UNet shows no such gap in
+    # the shifts: Adam's first steps move every salient weight by about lr, and every prompt's predictions
+    # drift alike. The retain loss is what keeps the retain prompts denoising well.)
     ablation = unlearn_concept(tiny_config(alpha=0.0, sample_seeds=[]), pipe=pipe).metrics
     assert ablation["forget_to_pseudo_after"] < ablation["forget_to_pseudo_before"]
     assert m["retain_error_after"] < ablation["retain_error_after"]
