@@ -159,7 +159,7 @@ def test_bad_settings_are_one_line_errors(overrides, message):
 
 
 def test_offline_hub_id_fails_fast_with_instructions(monkeypatch, tmp_path):
-    import diffusers.pipelines  # noqa: F401  (imported up front: only the failing load is timed)
+    from diffusers import StableDiffusionPipeline  # noqa: F401  (imported first: only the failing load is timed)
 
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
@@ -175,6 +175,15 @@ def test_offline_hub_id_fails_fast_with_instructions(monkeypatch, tmp_path):
         message = str(info.value)
         assert "\n" not in message and "CompVis/stable-diffusion-v1-4" in message
         assert "--model DIR" in message and "tiny" in message
+
+
+def test_a_hanging_network_lookup_is_given_up_on_time(monkeypatch):
+    from core.concept_pipeline import hub_reachable
+
+    monkeypatch.setattr("socket.create_connection", lambda *args, **kwargs: time.sleep(5))
+    started = time.perf_counter()
+    assert hub_reachable(timeout=0.5) is False
+    assert time.perf_counter() - started < 2
 
 
 def test_missing_or_wrong_local_folders_are_clear(tmp_path):
