@@ -180,7 +180,11 @@ def test_offline_hub_id_fails_fast_with_instructions(monkeypatch, tmp_path):
 def test_a_hanging_network_lookup_is_given_up_on_time(monkeypatch):
     from core.concept_pipeline import hub_reachable
 
-    monkeypatch.setattr("socket.create_connection", lambda *args, **kwargs: time.sleep(5))
+    def hanging_lookup(*args, **kwargs):
+        time.sleep(5)
+        raise OSError("name lookup timed out")
+
+    monkeypatch.setattr("socket.create_connection", hanging_lookup)
     started = time.perf_counter()
     assert hub_reachable(timeout=0.5) is False
     assert time.perf_counter() - started < 2
