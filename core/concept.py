@@ -109,8 +109,24 @@ class ConceptResult:
 
     def summary(self) -> dict:
         return {"config": self.config.to_dict(), "metrics": self.metrics, "timings": self.timings,
-                "mask_fraction": mask_fraction(self.mask), "steps": len(self.losses),
-                "final_loss": self.losses[-1] if self.losses else None}
+                "mask_fraction": mask_fraction(self.mask), "mask_by_block": mask_by_block(self.mask),
+                "steps": len(self.losses), "final_loss": self.losses[-1] if self.losses else None}
+
+
+def mask_by_block(mask: dict[str, torch.Tensor]) -> list[dict]:
+    """Where the salient weights are: the salient share of each UNet block (down_blocks.0, mid_block, ...),
+    and of all cross-attention weights (attn2, where the prompt enters) and all self-attention weights."""
+    groups: dict[str, list[int]] = {}
+    for name, m in mask.items():
+        parts = name.split(".")
+        block = ".".join(parts[:2]) if parts[0] in ("down_blocks", "up_blocks") else parts[0]
+        for group in [block] + [label for key, label in (("attn2", "all cross-attention"),
+                                                         ("attn1", "all self-attention")) if key in parts]:
+            counts = groups.setdefault(group, [0, 0])
+            counts[0] += m.numel()
+            counts[1] += int(m.sum())
+    return [{"block": group, "weights": total, "salient_fraction": salient / total}
+            for group, (total, salient) in groups.items()]
 
 
 def make_accelerator(precision: str = "auto"):

@@ -12,7 +12,7 @@ if str(Path(__file__).resolve().parent.parent) not in sys.path:  # standalone `s
 import streamlit as st
 import torch
 
-from core.concept import ConceptConfig, save_concept_result, unlearn_concept
+from core.concept import ConceptConfig, mask_by_block, save_concept_result, unlearn_concept
 from core.concept_cli import SD_DEFAULTS, TINY_DEFAULTS
 from core.concept_pipeline import TINY_MODEL, load_pipeline
 from core.errors import SalunError
@@ -115,6 +115,10 @@ if "concept_result" in st.session_state:
               help="the diffusion loss of the retain prompts on their own images; it should not grow")
     c3.metric("prediction shift forget / retain", f"{m['forget_shift']:.3g} / {m['retain_shift']:.3g}",
               help="how far each prompt's noise predictions moved from the original model's")
+    with st.expander("Where the mask is: salient share of each UNet block"):
+        st.dataframe(mask_by_block(result.mask), hide_index=True,
+                     column_config={"salient_fraction": st.column_config.ProgressColumn(
+                         "salient share", min_value=0.0, max_value=1.0, format="%.2f")})
     if saved:
         st.success(f"Saved to {saved['path']} (StableDiffusionPipeline.from_pretrained loads it)")
     seeds = result.config.sample_seeds

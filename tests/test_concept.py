@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.concept import ConceptConfig, save_concept_result, unlearn_concept
+from core.concept import ConceptConfig, mask_by_block, save_concept_result, unlearn_concept
 from core.concept_pipeline import build_tiny_pipeline, load_pipeline, read_image_folder
 from core.errors import CheckpointError, SalunError
 
@@ -43,6 +43,11 @@ def test_mask_has_a_bool_tensor_per_unet_weight_and_selects_the_sparsity_share(r
         assert m.dtype == torch.bool and m.shape == params[name].shape
     selected = sum(int(m.sum()) for m in result.mask.values())
     assert selected == int(0.5 * sum(p.numel() for p in params.values()))
+    rows = {row["block"]: row for row in mask_by_block(result.mask)}
+    blocks = [b for b in rows if not b.startswith("all ")]
+    assert sum(rows[b]["weights"] for b in blocks) == sum(p.numel() for p in params.values())
+    assert sum(rows[b]["weights"] * rows[b]["salient_fraction"] for b in blocks) == pytest.approx(selected)
+    assert {"down_blocks.0", "mid_block", "up_blocks.1", "all cross-attention"} <= set(rows)
 
 
 def test_weights_outside_the_mask_stay_bit_identical_and_salient_ones_move(run):
