@@ -125,8 +125,9 @@ def mask_by_block(mask: dict[str, torch.Tensor]) -> list[dict]:
             counts = groups.setdefault(group, [0, 0])
             counts[0] += m.numel()
             counts[1] += int(m.sum())
-    return [{"block": group, "weights": total, "salient_fraction": salient / total}
-            for group, (total, salient) in groups.items()]
+    order = sorted(groups, key=lambda group: group.startswith("all "))  # blocks first, in model order
+    return [{"block": group, "weights": groups[group][0], "salient_fraction": groups[group][1] / groups[group][0]}
+            for group in order]
 
 
 def make_accelerator(precision: str = "auto"):
