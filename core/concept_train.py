@@ -21,6 +21,7 @@ Progress = Callable[[int, int, float], None]
 
 
 def noised(scheduler, latents, generator, timesteps=None):
+    """(x_t, ε, t): latents noised at random (or given) timesteps, drawn on the CPU for reproducibility."""
     noise = torch.randn(latents.shape, generator=generator).to(latents.device)
     if timesteps is None:
         timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (len(latents),), generator=generator)
@@ -29,6 +30,7 @@ def noised(scheduler, latents, generator, timesteps=None):
 
 
 def expand_batch(embedding, n):
+    """One prompt's embedding (1, tokens, width) repeated as a batch of n without copying."""
     return embedding.expand(n, *embedding.shape[1:]) if embedding.shape[0] == 1 else embedding
 
 
