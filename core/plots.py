@@ -22,6 +22,20 @@ COLORS = {"before": "#7f7f7f", "after": "#d62728", "retrain": "#1f77b4",
 METHOD_COLORS = ["#d62728", "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 
 
+def role_colors(labels: list[str]) -> dict[str, str]:
+    """Before grey, Retrain blue, and the unlearning methods in order from red on."""
+    out, methods = {}, 0
+    for label in labels:
+        if label.lower().startswith("before"):
+            out[label] = COLORS["before"]
+        elif label.lower().startswith("retrain"):
+            out[label] = COLORS["retrain"]
+        else:
+            out[label] = [c for c in METHOD_COLORS if c != COLORS["retrain"]][methods % (len(METHOD_COLORS) - 1)]
+            methods += 1
+    return out
+
+
 def _layout(fig: go.Figure, title: str, height: int = 320, **kwargs) -> go.Figure:
     fig.update_layout(title=dict(text=title, x=0, font=dict(size=15)), height=height,
                       margin=dict(l=10, r=10, t=50, b=10), **kwargs)
@@ -129,11 +143,10 @@ def loss_curve_figure(losses: dict[str, list[float]], title: str = "Loss per ste
 def metrics_figure(columns: dict[str, dict], keys=("ua", "ra", "ta", "mia_efficacy")) -> go.Figure:
     """Grouped bars of the paper's metrics for each column (Before, a method, Retrain, ...)."""
     fig = go.Figure()
-    for i, (label, metrics) in enumerate(columns.items()):
-        color = COLORS["before"] if label.lower().startswith("before") else (
-            COLORS["retrain"] if label.lower().startswith("retrain") else METHOD_COLORS[i % len(METHOD_COLORS)])
+    colors = role_colors(list(columns))
+    for label, metrics in columns.items():
         fig.add_trace(go.Bar(name=label, x=[METRIC_LABELS[k] for k in keys], y=[metrics.get(k) for k in keys],
-                             marker_color=color, hovertemplate="%{x}: %{y:.2f}<extra>" + label + "</extra>"))
+                             marker_color=colors[label], hovertemplate="%{x}: %{y:.2f}<extra>" + label + "</extra>"))
     fig.update_yaxes(title_text="%", range=[0, 105])
     return _layout(fig, "Metrics (%)", height=300, barmode="group", legend=dict(orientation="h", y=-0.2))
 
@@ -142,10 +155,9 @@ def per_class_accuracy_figure(per_class: dict[str, list[float]], class_names: li
                               forget_class: int | None = None) -> go.Figure:
     fig = go.Figure()
     names = [str(c) for c in class_names]
-    for i, (label, values) in enumerate(per_class.items()):
-        color = COLORS["before"] if label.lower().startswith("before") else (
-            COLORS["retrain"] if label.lower().startswith("retrain") else METHOD_COLORS[i % len(METHOD_COLORS)])
-        fig.add_trace(go.Bar(name=label, x=names, y=values, marker_color=color,
+    colors = role_colors(list(per_class))
+    for label, values in per_class.items():
+        fig.add_trace(go.Bar(name=label, x=names, y=values, marker_color=colors[label],
                              hovertemplate="class %{x}: %{y:.1f}%<extra>" + label + "</extra>"))
     if forget_class is not None:
         fig.add_vrect(x0=forget_class - 0.5, x1=forget_class + 0.5, fillcolor=COLORS["forget"], opacity=0.08,

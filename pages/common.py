@@ -22,8 +22,9 @@ if str(ROOT) not in sys.path:
 
 import streamlit as st
 
-from core.data import DATASETS, DEFAULT_DATASET, read_index_list
-from core.errors import SalunError
+from core.errors import SalunError  # no torch: core.data and the rest load on first use, after the page shows
+
+SHIPPED_DATASET = "mnist5k"
 
 UPLOADS = ROOT / "runs" / "uploads"
 KINDS = {"class": "One class", "random": "A random share", "indices": "A list of indices"}
@@ -120,7 +121,14 @@ class Target:
                           self.seed if self.kind == "random" else 0)
 
 
+def shipped_class_names() -> list[str]:
+    """The shipped model's class names, read from its sidecar JSON without importing torch."""
+    return json.loads((ROOT / "assets" / f"{SHIPPED_DATASET}_small_cnn.json").read_text())["class_names"]
+
+
 def describe_dataset(name: str) -> str:
+    from core.data import DATASETS
+
     info = DATASETS[name]
     need = "" if info.offline else " — needs local files and a trained checkpoint"
     return f"{name}: {info.description} · model {info.default_model}{need}"
@@ -135,11 +143,16 @@ def save_index_list(text: str) -> Path:
     return path
 
 
-def class_picker(examples: dict, class_names: list[str], key: str, default: int = 3) -> int:
-    """One example image per class above a row of choices; returns the chosen class index."""
-    columns = st.columns(len(class_names))
-    for c, column in enumerate(columns):
+def show_examples(examples: dict, class_names: list[str]) -> None:
+    for c, column in enumerate(st.columns(len(class_names))):
         column.image(examples[c][0], caption=str(class_names[c]), clamp=True, width="stretch")
+
+
+def class_picker(examples: dict | None, class_names: list[str], key: str, default: int = 3) -> int:
+    """One example image per class above a row of choices; returns the chosen class index. Without
+    `examples`, only the choices (the caller fills in the images later)."""
+    if examples is not None:
+        show_examples(examples, class_names)
     if key not in st.session_state:
         st.session_state[key] = min(default, len(class_names) - 1)
     return st.radio("Class to forget", list(range(len(class_names))), key=key, horizontal=True,
@@ -148,6 +161,8 @@ def class_picker(examples: dict, class_names: list[str], key: str, default: int 
 
 def target_picker() -> Target | None:
     """Dataset, model and what to forget. Returns None (after explaining why in place) when unusable."""
+    from core.data import DATASETS, DEFAULT_DATASET, read_index_list
+
     with st.container(border=True):
         st.markdown("**What to forget**")
         names = list(DATASETS)

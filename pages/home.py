@@ -12,7 +12,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import streamlit as st
 
-from core.data import DEFAULT_DATASET
 from core.errors import SalunError
 from pages import common
 
@@ -33,13 +32,12 @@ def main() -> None:
     st.markdown(INTRO)
 
     st.subheader("1 · Pick a digit to forget")
-    try:
-        examples, class_names, _ = common.example_images(DEFAULT_DATASET, None)
-    except SalunError as exc:
-        st.error(f"Cannot load the example digits: {exc}")
-        return
-    chosen = common.class_picker(examples, class_names, "home_class")
-    target = common.Target(DEFAULT_DATASET, f"class:{chosen}", None, None, 0)
+    # the choices and the button come first; the example digits are filled in above them once the
+    # data has loaded, so a first visit can click within seconds
+    images = st.container()
+    class_names = common.shipped_class_names()
+    chosen = common.class_picker(None, class_names, "home_class")
+    target = common.Target(common.SHIPPED_DATASET, f"class:{chosen}", None, None, 0)
 
     st.subheader("2 · Forget it")
     st.caption("Runs SalUn with its default settings on the shipped model (5,000 MNIST digits, small CNN). "
@@ -53,6 +51,13 @@ def main() -> None:
                                               "entries": common.submit_runs(exp, [config], ["SalUn"])}
         except SalunError as exc:
             st.error(str(exc))
+
+    try:
+        examples, _, _ = common.example_images(common.SHIPPED_DATASET, None)
+        with images:
+            common.show_examples(examples, class_names)
+    except SalunError as exc:
+        images.error(f"Cannot load the example digits: {exc}")
 
     batch = st.session_state.get("home_batch")
     if batch is not None:

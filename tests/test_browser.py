@@ -74,10 +74,12 @@ def test_forget_default_digit_in_browser(app_url):
             value = float(recognised.get_by_test_id("stMetricValue").inner_text().rstrip("%"))
             assert value < 20.0, f"the forgotten digit is still recognised {value}% of the time"
             expect(page.get_by_text("what the model says before → after")).to_be_visible(timeout=60_000)
+            expect(page.get_by_text("Compare with Retrain and other methods")).to_be_visible(timeout=60_000)
             page.wait_for_timeout(1500)  # let the Plotly chart finish drawing
             # Streamlit scrolls inside its main section, not the document: grow the window to fit it
             height = page.evaluate("document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
             page.set_viewport_size({"width": 1400, "height": min(int(height), 4000)})
+            page.wait_for_load_state("networkidle")  # the digit images come from the media endpoint
             page.wait_for_timeout(1000)
             SCREENSHOT.parent.mkdir(exist_ok=True)
             page.screenshot(path=str(SCREENSHOT))
