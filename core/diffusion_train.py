@@ -140,6 +140,9 @@ def train_generator(config: GeneratorTrainConfig, workdir: str | Path, progress:
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
         step, elapsed, losses = state["step"], state["elapsed"], state["losses"]
+        if step > config.steps:
+            raise SalunError(f"{state_path} is already at step {step}, beyond the {config.steps} asked for; "
+                             "use a new workdir to reproduce an earlier step")
 
     scheduler = train_scheduler(config.unet)
     x_all = to_model_range(dataset.train_x)
