@@ -72,7 +72,12 @@ def gradient_heatmap(name: str, gradient: torch.Tensor, mask: torch.Tensor | Non
         fig.add_trace(go.Heatmap(z=weight_grid(mask), zmin=0, zmax=1, colorscale=[[0, "#f0f0f0"], [1, "#d62728"]],
                                  colorbar=dict(title="salient"), hovertemplate="out %{y}, in %{x}: %{z:.2f} salient<extra></extra>"))
     else:
-        fig.add_trace(go.Heatmap(z=log_grad, colorscale="Viridis", colorbar=dict(title="log10 |g|"),
+        # weights with no gradient at all (dead units) would stretch the scale to 1e-12: start it at
+        # the 1st percentile of the others so the differences that matter stay visible
+        nonzero = log_grad[grid > 0]
+        zmin = float(np.percentile(nonzero, 1)) if nonzero.size else None
+        fig.add_trace(go.Heatmap(z=log_grad, zmin=zmin, zmax=float(log_grad.max()), colorscale="Viridis",
+                                 colorbar=dict(title="log10 |g|"),
                                  hovertemplate="out %{y}, in %{x}: log10 |g| = %{z:.2f}<extra></extra>"))
         if view == "overlay" and mask is not None:
             fig.add_trace(go.Heatmap(z=1.0 - weight_grid(mask), zmin=0, zmax=1, showscale=False, hoverinfo="skip",

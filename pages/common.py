@@ -72,6 +72,16 @@ class ResultStore:
 
     def __init__(self, capacity: int = 48):
         self.capacity, self._items, self._lock = capacity, OrderedDict(), threading.Lock()
+        self._running = {}  # config key -> Job not finished yet: visitors asking for the same run share it
+
+    def job_for(self, config, submit):
+        """The unfinished job computing `config`, or a new one from `submit()`."""
+        key = self.key(config)
+        with self._lock:
+            job = self._running.get(key)
+            if job is None or job.finished:
+                job = self._running[key] = submit()
+            return job
 
     @staticmethod
     def key(config) -> str:
@@ -293,14 +303,34 @@ def run_config(exp, config, progress=None):
                        progress=progress, config=config, **config.overrides())
 
 
+def cancel_entries(batch: dict | None) -> None:
+    """Stop the jobs of a batch the visitor has replaced with a new one."""
+    for e in (batch or {}).get("entries", []):
+        if e.get("job") is not None and not e["job"].finished:
+            e["job"].cancel()
+
+
+def check_queue(new_jobs: int) -> None:
+    waiting = job_runner().stats()["waiting"]
+    if waiting + new_jobs > limits().max_queue:
+        raise SalunError(f"the server is busy: {waiting} runs are already waiting (limit {limits().max_queue}); "
+                         "try again in a minute")
+
+
 def submit_runs(exp, configs: list, labels: list[str]) -> list[dict]:
     """Queue every config that has no stored result; return one entry per config."""
     store, runner, entries = result_store(), job_runner(), []
+    check_queue(sum(store.get(c) is None for c in configs))
     for config, label in zip(configs, labels):
         cached = store.get(config)
         job = None
         if cached is None:
-            job = runner.submit(lambda progress, c=config: run_config(exp, c, progress), label=label)
+            def work(progress, c=config):
+                result = run_config(exp, c, progress)
+                store.put(result)  # kept even if the visitor has left
+                return result
+
+            job = store.job_for(config, lambda work=work, label=label: runner.submit(work, label=label))
         entries.append({"label": label, "config": config, "job": job, "cached": cached is not None})
     return entries
 

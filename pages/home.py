@@ -47,6 +47,7 @@ def main() -> None:
         try:
             exp = target.experiment()
             config = common.make_config(target, "salun", 0, 0.5, **common.default_settings(exp, "salun"))
+            common.cancel_entries(st.session_state.get("home_batch"))
             st.session_state["home_batch"] = {"target": target,
                                               "entries": common.submit_runs(exp, [config], ["SalUn"])}
         except SalunError as exc:

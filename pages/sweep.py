@@ -80,6 +80,8 @@ def main() -> None:
                     if "epochs" in values:
                         common.limits().check("epochs", values["epochs"])
                 seeds = list(range(target.seed, target.seed + n_seeds))
+                common.check_queue(1)
+                common.cancel_entries(st.session_state.get("sw_job"))
                 job = common.job_runner().submit(
                     sweep_work(exp, target, sorted(sparsities), seeds, settings, with_retrain, retrain_settings),
                     label="Sweep")

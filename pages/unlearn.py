@@ -188,6 +188,8 @@ def main() -> None:
             for method in methods:
                 with st.expander(f"{METHODS[method].label} settings — {METHODS[method].summary}"):
                     settings[method] = common.method_settings(exp, method, "un")
+            st.caption(f"Runs on {exp.device.type.upper()} · runs already done with the same settings and seed "
+                       "are shown at once.")
             run_clicked = st.button("Run", type="primary", key="un_run", disabled=not methods,
                                     icon=":material/play_arrow:")
         if run_clicked:
@@ -196,6 +198,7 @@ def main() -> None:
                     if "epochs" in settings[method]:
                         common.limits().check("epochs", settings[method]["epochs"])
                 configs = [common.make_config(target, m, target.seed, sparsity, masked, **settings[m]) for m in methods]
+                common.cancel_entries(st.session_state.get("un_batch"))
                 st.session_state["un_batch"] = {"target": target, "seed": target.seed,
                                                 "entries": common.submit_runs(exp, configs, [method_label(m) for m in methods])}
             except SalunError as exc:
