@@ -34,6 +34,19 @@ PICKER_KEYS = ("pick_dataset", "pick_checkpoint", "pick_data_root", "pick_kind",
                "pick_share", "pick_indices_text", "pick_seed")
 
 
+def ensure_navigation() -> None:
+    """Opened by a deep link (/unlearn) on a freshly started server, Streamlit runs a page straight
+    from the pages/ folder with a menu of file names, until app.py has called st.navigation once.
+    Rerun through app.py instead, so the visitor gets the real menu and the page they asked for."""
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:  # a future Streamlit without the folder mode: nothing to do
+        return
+    if PagesManager.uses_pages_directory and (ROOT / "app.py").exists():
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 # --- process-wide, cached ------------------------------------------------------------------------
 
 @st.cache_resource
@@ -383,7 +396,8 @@ def poll_jobs(entries: list[dict], cancel_key: str, title: str = "Running") -> b
 
 
 def collect_results(entries: list[dict]) -> tuple[list[tuple[str, object]], list[str]]:
-    """(label, RunResult) for each finished entry, storing new ones; and a message for each that failed."""
+    """(label, RunResult) for each finished entry; and what to say about each that did not finish
+    (shown by `report_problems`)."""
     store, results, problems = result_store(), [], []
     for e in entries:
         job = e["job"]
@@ -396,5 +410,11 @@ def collect_results(entries: list[dict]) -> tuple[list[tuple[str, object]], list
             store.put(job.result)
             results.append((e["label"], job.result))
         else:
-            problems.append(job.message or f"{e['label']} did not finish ({job.status})")
+            problems.append((job.status, job.message or f"{e['label']} did not finish ({job.status})"))
     return results, problems
+
+
+def report_problems(problems: list[tuple[str, str]]) -> None:
+    """A cancelled run is the visitor's choice (a note); a failed one is explained as an error."""
+    for status, message in problems:
+        (st.info if status == "cancelled" else st.error)(message)

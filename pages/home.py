@@ -28,6 +28,7 @@ here, every training image of one digit — as if it had never seen it, without 
 
 
 def main() -> None:
+    common.ensure_navigation()
     st.title("SalUn Lab: make a network forget")
     st.markdown(INTRO)
 
@@ -62,15 +63,16 @@ def main() -> None:
 
     batch = st.session_state.get("home_batch")
     if batch is not None:
-        if any(e["job"] is not None and not e["job"].finished for e in batch["entries"]):
-            if not common.poll_jobs(batch["entries"], cancel_key="home_cancel", title="Forgetting"):
-                st.warning("Cancelled; earlier results are kept.")
-        results, problems = common.collect_results(batch["entries"])
-        for problem in problems:
-            st.error(problem)
-        if results:
-            st.session_state["home_shown"] = {"target": batch["target"], "result": results[0][1]}
-        st.session_state.pop("home_batch")
+        unfinished = lambda: any(e["job"] is not None and not e["job"].finished for e in batch["entries"])
+        if unfinished() and not common.poll_jobs(batch["entries"], cancel_key="home_cancel", title="Forgetting"):
+            if unfinished():
+                st.info("Cancelling: the run stops at its next step; earlier results are kept.")
+        if not unfinished():
+            results, problems = common.collect_results(batch["entries"])
+            common.report_problems(problems)
+            if results:
+                st.session_state["home_shown"] = {"target": batch["target"], "result": results[0][1]}
+            st.session_state.pop("home_batch")
 
     shown = st.session_state.get("home_shown")
     if shown is not None:

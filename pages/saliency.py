@@ -43,6 +43,7 @@ def retain_gradients(dataset: str, forget: str, checkpoint: str | None, data_roo
 
 
 def main() -> None:
+    common.ensure_navigation()
     from core.plots import gradient_heatmap, iou_matrix_figure, layer_overlap_figure, salient_fraction_figure
 
     st.title("Saliency explorer")

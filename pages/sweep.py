@@ -45,6 +45,7 @@ def sweep_work(exp, target, sparsities, seeds, settings, with_retrain, retrain_s
 
 
 def main() -> None:
+    common.ensure_navigation()
     from core.analysis import summarize_sweep
     from core.plots import sweep_figure
 
@@ -94,12 +95,13 @@ def main() -> None:
     if pending is not None:
         job = pending["entries"][0]["job"]
         if not job.finished and not common.poll_jobs(pending["entries"], cancel_key="sw_cancel", title="Sweeping"):
-            st.warning("Cancelled; earlier results are kept.")
+            if not job.finished:
+                st.info("Cancelling: the sweep stops at its next step; earlier results are kept.")
         if job.finished:
             if job.status == "done":
                 st.session_state["sw_result"] = {**job.result, "target": pending["target"]}
             else:
-                st.error(job.message)
+                common.report_problems([(job.status, job.message)])
             st.session_state.pop("sw_job")
 
     shown = st.session_state.get("sw_result")

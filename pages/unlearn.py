@@ -165,6 +165,7 @@ def export_section(results) -> None:
 
 
 def main() -> None:
+    common.ensure_navigation()
     st.title("Unlearn")
     st.caption("Choose what to forget and how, run it, and compare the model before and after with Retrain — "
                "the model trained from scratch without the forgotten data, which unlearning tries to match.")
@@ -207,11 +208,11 @@ def main() -> None:
     batch = st.session_state.get("un_batch")
     if batch is not None and any(e["job"] is not None and not e["job"].finished for e in batch["entries"]):
         if not common.poll_jobs(batch["entries"], cancel_key="un_cancel", title="Unlearning"):
-            st.warning("Cancelled; earlier results are kept.")
+            if any(e["job"] is not None and not e["job"].finished for e in batch["entries"]):
+                st.info("Cancelling: the run stops at its next step; earlier results are kept.")
     if batch is not None and all(e["job"] is None or e["job"].finished for e in batch["entries"]):
         results, problems = common.collect_results(batch["entries"])
-        for problem in problems:
-            st.error(problem)
+        common.report_problems(problems)
         if results:
             st.session_state["un_shown"] = {"target": batch["target"], "seed": batch["seed"], "results": results}
         st.session_state.pop("un_batch")
