@@ -6,6 +6,8 @@ moves between them. Each page lays out widgets and calls core/.
 
 import streamlit as st
 
+from pages.common import routed
+
 st.set_page_config(page_title="SalUn Lab", page_icon=":material/psychology_alt:", layout="wide")
 
 # Streamlit forgets a widget's value when a page without that widget runs; re-assigning keeps the
@@ -29,4 +31,5 @@ pages = {
         st.Page("pages/concept.py", title="Stable Diffusion: forget a concept", icon=":material/palette:"),
     ],
 }
-st.navigation(pages).run()
+with routed():
+    st.navigation(pages).run()

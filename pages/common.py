@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,10 +35,26 @@ PICKER_KEYS = ("pick_dataset", "pick_checkpoint", "pick_data_root", "pick_kind",
                "pick_share", "pick_indices_text", "pick_seed")
 
 
+_routing = threading.local()  # set by app.py while it runs the chosen page in this script thread
+
+
+@contextmanager
+def routed():
+    _routing.active = True
+    try:
+        yield
+    finally:
+        _routing.active = False
+
+
 def ensure_navigation() -> None:
     """Opened by a deep link (/unlearn) on a freshly started server, Streamlit runs a page straight
     from the pages/ folder with a menu of file names, until app.py has called st.navigation once.
     Rerun through app.py instead, so the visitor gets the real menu and the page they asked for."""
+    first_run = "_salun_seen" not in st.session_state  # rerunning later would drop the click that started it
+    st.session_state["_salun_seen"] = True
+    if getattr(_routing, "active", False) or not first_run:
+        return
     try:
         from streamlit.runtime.pages_manager import PagesManager
     except ImportError:  # a future Streamlit without the folder mode: nothing to do
