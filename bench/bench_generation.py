@@ -40,8 +40,11 @@ def main(argv=None) -> int:
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--alpha", type=float, default=None)
     parser.add_argument("--sparsity", type=float, default=0.5)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--out", default=str(RESULTS), help="where to write the table ('' for nowhere)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     config = GenerationRunConfig(method=args.method, seed=args.seed, per_class=args.per_class).validate()
     generator, gen_meta, classifier, _ = load_models()
@@ -49,7 +52,8 @@ def main(argv=None) -> int:
     method = get_generation_method(args.method)
     lines = [
         f"# bench_generation: forget one class from the shipped generator ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})",
-        f"# machine: {platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}, "
+        f"# machine: {platform.processor() or platform.machine()}, {__import__('os').cpu_count()} CPUs shared with other "
+        f"jobs (load average {__import__('os').getloadavg()[0]:.1f} at start), torch threads {torch.get_num_threads()}, "
         f"torch {torch.__version__}",
         f"# generator: {gen_meta.get('steps_done')} training steps; metrics from {args.per_class} images/class, "
         f"guidance {config.guidance}, {config.sample_steps} DDIM steps, seed {args.seed}",
