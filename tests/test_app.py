@@ -112,6 +112,27 @@ def test_saliency_page_redraws_the_mask_and_overlaps(digits_checkpoint):
     assert tile(at, "IoU of the forget-set mask and the retain-set mask") == pytest.approx(expected, abs=5e-4)
     at.slider(key="sal_sparsity").set_value(80).run()
     assert tile(at, "IoU of the forget-set mask and the retain-set mask") > expected  # larger masks overlap more
+    at.radio(key="sal_view").set_value("mask").run()
+    no_traceback(at)
+    assert len(at.get("plotly_chart")) >= 4  # salient fractions, one heatmap per weight tensor, overlaps
+
+
+def test_export_command_reproduces_the_run_config():
+    import shlex
+
+    from core.analysis import cli_command
+    from core.cli import build_parser
+    from core.experiment import RunConfig
+
+    config = RunConfig(dataset="digits", forget="indices:runs/uploads/my list.txt", method="ga", sparsity=0.3,
+                       seed=4, epochs=2, lr=0.005, alpha=None, masked=True, checkpoint="/tmp/m.safetensors")
+    words = shlex.split(cli_command(config, save="runs/out"))
+    assert words[:4] == ["python", "-m", "core.cli", "unlearn"]
+    args = build_parser().parse_args(words[3:])
+    again = RunConfig(dataset=args.dataset, forget=args.forget, method=args.method, sparsity=args.sparsity,
+                      seed=args.seed, epochs=args.epochs, lr=args.lr, alpha=args.alpha, masked=args.masked,
+                      checkpoint=args.checkpoint)
+    assert again == config and args.save == "runs/out"
 
 
 def test_sweep_page_runs_salun_over_sparsities_with_retrain(digits_checkpoint):
