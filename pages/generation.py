@@ -78,7 +78,7 @@ with st.container(border=True):
                                       "larger values follow the class more strongly. Must be > 0.")
     with st.expander("More settings"):
         c1, c2, c3, c4 = st.columns(4)
-        lr = c1.number_input("Learning rate", min_value=0.0, value=float(defaults["lr"]), format="%.1e",
+        lr = c1.number_input("Learning rate", min_value=0.0, value=float(defaults["lr"]), step=5e-5, format="%.1e",
                              key=f"gen_lr_{method}")
         alpha = None
         if "alpha" in defaults:
