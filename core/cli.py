@@ -95,7 +95,10 @@ def cmd_unlearn(args) -> dict:
                  retrain_progress=bar.phase("retrain"))
     bar.close()
     if args.save:
-        save_run(result, Path(args.save))
+        try:
+            save_run(result, Path(args.save))
+        except OSError as exc:
+            raise SalunError(f"could not save the run to {args.save!r}: {exc.strerror or exc}") from None
     if not args.json:
         _print_table(result)
     return result.summary()

@@ -117,17 +117,33 @@ class ResultStore:
     def key(config) -> str:
         return json.dumps(config.to_dict(), sort_keys=True, default=str)
 
-    def get(self, config):
+    def get(self, config, on_damaged=None):
+        """The stored result, or None. A result whose weights no longer match the checksum taken when
+        it was stored (something modified a shared model) is dropped, `on_damaged()` is called, and
+        the run is done again rather than shown wrong."""
+        from core.checkpoint import state_checksum
+
         with self._lock:
             key = self.key(config)
-            if key in self._items:
+            if key not in self._items:
+                return None
+            result, checksum = self._items[key]
+            if state_checksum(result.model) != checksum:
+                del self._items[key]
+                damaged = True
+            else:
                 self._items.move_to_end(key)
-                return self._items[key]
+                return result
+        if damaged and on_damaged is not None:
+            on_damaged()
         return None
 
     def put(self, result) -> None:
+        from core.checkpoint import state_checksum
+
+        checksum = state_checksum(result.model)
         with self._lock:
-            self._items[self.key(result.config)] = result
+            self._items[self.key(result.config)] = (result, checksum)
             while len(self._items) > self.capacity:
                 self._items.popitem(last=False)
 
@@ -350,9 +366,11 @@ def check_queue(new_jobs: int) -> None:
 def submit_runs(exp, configs: list, labels: list[str]) -> list[dict]:
     """Queue every config that has no stored result; return one entry per config."""
     store, runner, entries = result_store(), job_runner(), []
-    check_queue(sum(store.get(c) is None for c in configs))
-    for config, label in zip(configs, labels):
-        cached = store.get(config)
+    stored = [store.get(config, on_damaged=lambda label=label: st.warning(
+        f"The stored result of {label} failed its integrity check (its weights changed after it was "
+        "stored), so it is being computed again.")) for config, label in zip(configs, labels)]
+    check_queue(sum(s is None for s in stored))
+    for config, label, cached in zip(configs, labels, stored):
         job = None
         if cached is None:
             def work(progress, c=config):

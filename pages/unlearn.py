@@ -144,7 +144,12 @@ def export_section(results) -> None:
     chosen = st.selectbox("Run to export", [label for label, _ in results], key="export_choice")
     result = dict(results)[chosen]
     run_key = common.ResultStore.key(result.config)
-    files = _export_files(run_key, result)
+    try:
+        files = _export_files(run_key, result)
+    except OSError as exc:  # a full or read-only temporary folder: say so, keep the comparison on screen
+        st.error(f"Could not prepare the files to download ({exc}). The results above are unaffected; "
+                 "try again once the server has free disk space.")
+        return
     stem = f"{result.method}_{result.config.forget.replace(':', '-').replace('/', '_')}_seed{result.config.seed}"
     cols = st.columns(5)
     downloads = [("model.safetensors", "Model (safetensors)", "application/octet-stream"),

@@ -110,3 +110,13 @@ def test_mask_command_reports_every_layer(capsys, digits_checkpoint):
     assert [r["layer"] for r in layers][:2] == ["features.0.weight", "features.0.bias"]
     salient = sum(r["salient"] for r in layers)
     assert salient == int(sum(r["numel"] for r in layers) * 0.2)
+
+
+def test_a_failed_save_is_one_line_and_leaves_no_partial_files(capsys, digits_checkpoint, tmp_path):
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where the run folder should go")
+    code = main(["unlearn", "--dataset", "digits", "--checkpoint", str(digits_checkpoint), "--method", "ft",
+                 "--epochs", "1", "--save", str(blocker / "run"), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: could not save the run to") and "\n" not in err
+    assert blocker.read_text().startswith("a file")
