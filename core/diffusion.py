@@ -13,7 +13,7 @@ so guidance 1 is the plain conditional model and guidance 0 the unconditional on
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch

@@ -13,12 +13,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-import torch
 
 from core.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from core.data import load_dataset, parse_forget
 from core.diffusion import DEFAULT_GENERATOR, DEFAULT_GUIDANCE, DEFAULT_SAMPLE_STEPS, ConditionalUNet, check_guidance, load_generator
-from core.diffusion_metrics import generation_metrics, scalar_metrics
+from core.diffusion_metrics import generation_metrics
 from core.diffusion_unlearn import GenerationUnlearning, generation_split, get_generation_method, unlearn_generator
 from core.errors import SalunError, check_fraction, check_positive
 from core.saliency import DEFAULT_SPARSITY
@@ -128,7 +127,3 @@ def run_generation(config: GenerationRunConfig, progress: Progress | None = None
                                    steps=config.steps, lr=config.lr, alpha=config.alpha)
     after = evaluate_generator(unlearning.model, classifier, forget_class, config, dataset.name)
     return GenerationRunResult(config, before, after, unlearning, {"generator": gen_meta})
-
-
-def json_metrics(result: dict) -> dict:
-    return scalar_metrics(result)

@@ -9,7 +9,6 @@ it as a normal generator checkpoint at the same time, so they can be evaluated w
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path

@@ -26,7 +26,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from core.diffusion import DEFAULT_GUIDANCE, ConditionalUNet, check_class, check_guidance, guided_noise, to_model_range, train_scheduler
+from core.diffusion import DEFAULT_GUIDANCE, ConditionalUNet, check_class, check_guidance, to_model_range, train_scheduler
 from core.diffusion_train import diffusion_loss
 from core.errors import SalunError, check_fraction, check_positive
 from core.saliency import DEFAULT_SPARSITY, Mask, MaskConstraint, accumulate_gradients, saliency_mask

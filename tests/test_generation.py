@@ -14,7 +14,7 @@ import torch
 
 from core.checkpoint import save_checkpoint, state_checksum
 from core.data import load_dataset
-from core.diffusion import UNetConfig, build_generator, generate, load_generator, save_generator
+from core.diffusion import UNetConfig, generate, load_generator, save_generator
 from core.diffusion_metrics import frechet_distance, generation_metrics
 from core.diffusion_train import GeneratorTrainConfig, train_generator
 from core.diffusion_unlearn import generation_gradients, generation_split, unlearn_generator
