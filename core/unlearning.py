@@ -227,7 +227,7 @@ def run_retrain(model, data, params, mask=None, progress=None):
 _SGD = {"momentum": 0.9, "weight_decay": 5e-4, "batch_size": 64}
 # Tuned on the shipped mnist5k model (bench/bench_classification.py): class-wise forgetting needs a
 # longer, gentler run; a random share needs a heavier retain term so the kept data is not disturbed.
-_RELABEL = {"epochs": 5, "lr": 1e-3, "alpha": 8.0, "retain_batch_size": 128, **_SGD}
+_RELABEL = {"epochs": 5, "lr": 1e-3, "alpha": 16.0, "retain_batch_size": 128, **_SGD}
 _RELABEL_RANDOM = {"epochs": 2, "alpha": 8.0, "retain_batch_size": 256}
 
 METHODS: dict[str, UnlearningMethod] = {m.name: m for m in [
