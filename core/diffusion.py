@@ -12,14 +12,13 @@ so guidance 1 is the plain conditional model and guidance 0 the unconditional on
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from core.checkpoint import ASSETS, load_state_strict, read_tensors, save_checkpoint, sidecar_path
+from core.checkpoint import ASSETS, load_state_strict, read_meta, read_tensors, save_checkpoint
 from core.errors import CheckpointError, SalunError, check_positive
 
 DEFAULT_GENERATOR = ASSETS / "ddpm_mnist5k.safetensors"
@@ -122,15 +121,9 @@ def save_generator(model: ConditionalUNet, path: str | Path, meta: dict) -> Path
 def load_generator(path: str | Path = DEFAULT_GENERATOR) -> tuple[ConditionalUNet, dict]:
     """The generator and its sidecar; strict: a file that does not fit is a CheckpointError."""
     path = Path(path)
-    meta_path = sidecar_path(path)
     if not path.is_file():
         raise CheckpointError(f"generator {str(path)!r} does not exist; train one with `python -m core.cli train-gen`")
-    if not meta_path.is_file():
-        raise CheckpointError(f"generator {str(path)!r} has no sidecar {meta_path.name!r}")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"sidecar {str(meta_path)!r} is not valid JSON: {exc}") from None
+    meta = read_meta(path)
     if meta.get("architecture") != "ddpm_unet" or "unet" not in meta:
         raise CheckpointError(f"{str(path)!r} is not a generator checkpoint (its sidecar names "
                               f"architecture {meta.get('architecture')!r})")
