@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture
 def page(digits_checkpoint):
     """The Unlearn page on the digits model, with a first, good FT run already shown."""
-    st.cache_resource.clear()  # no results from other tests: every run here is computed
+    st.cache_resource.clear()  # no results or export files from other tests: everything here is computed
+    st.cache_data.clear()
     at = AppTest.from_file(str(ROOT / "pages" / "unlearn.py"), default_timeout=180).run()
     at.selectbox(key="pick_dataset").set_value("digits")
     at.text_input(key="pick_checkpoint").set_value(str(digits_checkpoint))
