@@ -1,11 +1,12 @@
 """End to end in a real browser: start `streamlit run app.py`, forget the default digit from the home
-page, find the before/after comparison, and save a screenshot for the README."""
+page, find the before/after comparison, and save a screenshot (the README's, with SALUN_UPDATE_SCREENSHOT=1)."""
 
 import os
 import re
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -14,7 +15,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
-SCREENSHOT = ROOT / "assets" / "screenshot_app.png"
+# The README's screenshot is refreshed only when asked (SALUN_UPDATE_SCREENSHOT=1): a test run must
+# not change tracked files.
+SCREENSHOT = (ROOT / "assets" / "screenshot_app.png" if os.environ.get("SALUN_UPDATE_SCREENSHOT")
+              else Path(tempfile.gettempdir()) / "salun_screenshot_app.png")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"]
 
