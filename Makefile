@@ -26,7 +26,9 @@ test: install browser
 
 bench: install
 	$(BIN)/python bench/bench_mask.py
-	$(BIN)/python bench/bench_classification.py --all-classes
+	$(BIN)/python bench/bench_classification.py
+	$(BIN)/python bench/bench_classwise_all.py
+	$(BIN)/python bench/bench_load.py
 	$(BIN)/python bench/bench_generation.py
 
 clean:
