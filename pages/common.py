@@ -199,6 +199,27 @@ def save_index_list(text: str) -> Path:
     return path
 
 
+def store_uploaded_model(data: bytes, filename: str, architecture: str, dataset: str, data_root: str | None) -> str:
+    """Check an uploaded classifier (safetensors only, fits `architecture`, size-capped) and keep it
+    with a sidecar as a checkpoint of this server; returns its path. Refusals are SalunErrors."""
+    from dataclasses import asdict
+
+    from core.checkpoint import save_checkpoint
+    from core.data import load_dataset
+    from core.training import TrainConfig
+    from core.uploads import load_uploaded_classifier
+
+    data_set = load_dataset(dataset, data_root)
+    model = load_uploaded_classifier(data, filename, architecture, data_set, limits())
+    path = UPLOADS / f"model_{hashlib.sha256(data).hexdigest()[:12]}_{architecture}_{dataset}.safetensors"
+    if not path.exists():
+        save_checkpoint(model, path, {"architecture": architecture, "dataset": dataset,
+                                      "class_names": data_set.class_names, "image_shape": list(data_set.image_shape),
+                                      "training": asdict(TrainConfig(architecture=architecture)),
+                                      "uploaded_as": filename})
+    return str(path)
+
+
 def show_examples(examples: dict, class_names: list[str]) -> None:
     for c, column in enumerate(st.columns(len(class_names))):
         column.image(examples[c][0], caption=str(class_names[c]), clamp=True, width="stretch")
@@ -218,6 +239,7 @@ def class_picker(examples: dict | None, class_names: list[str], key: str, defaul
 def target_picker() -> Target | None:
     """Dataset, model and what to forget. Returns None (after explaining why in place) when unusable."""
     from core.data import DATASETS, DEFAULT_DATASET, read_index_list
+    from core.uploads import load_uploaded_index_list
 
     with st.container(border=True):
         st.markdown("**What to forget**")
@@ -235,11 +257,27 @@ def target_picker() -> Target | None:
                 help=f"Train one with `python -m core.cli train --dataset {dataset}`.").strip() or None
             data_root = st.text_input("Data folder", key="pick_data_root", placeholder="blank: the default folder",
                                       help="Only for torchvision datasets (mnist, fashion_mnist, cifar10, svhn).").strip() or None
+            from core.models import ARCHITECTURES
+
+            col_file, col_arch = st.columns([3, 1])
+            model_file = col_file.file_uploader(
+                "…or upload your own classifier (.safetensors)", key="pick_model_file",
+                help="Weights only, as safetensors: safetensors.torch.save_file(model.state_dict(), path). Pickled "
+                     ".pt/.pth files are refused: loading them can run code.")
+            architecture = col_arch.selectbox("Its architecture", list(ARCHITECTURES), key="pick_model_arch",
+                                              index=list(ARCHITECTURES).index(info.default_model))
         try:
             examples, class_names, n_train = example_images(dataset, data_root)
         except SalunError as exc:
             st.error(f"Cannot load {dataset}: {exc}")
             return None
+        if model_file is not None:
+            try:
+                checkpoint = store_uploaded_model(model_file.getvalue(), model_file.name, architecture, dataset, data_root)
+            except SalunError as exc:
+                st.error(str(exc))
+                return None
+            st.caption(f"Using your uploaded model {model_file.name!r} as {architecture}.")
         if kind == "class":
             chosen = class_picker(examples, class_names, "pick_class")
             forget = f"class:{chosen}"
@@ -252,16 +290,14 @@ def target_picker() -> Target | None:
                                       type=["txt", "csv"], key="pick_indices_file")
             text = st.text_area("…or paste indices", key="pick_indices_text", height=80,
                                 placeholder="e.g. 0, 5, 17, 42")
-            if upload is not None:
-                if upload.size > limits().max_upload_bytes:
-                    st.error(f"The file is {upload.size:,} bytes; this server accepts up to {limits().max_upload_bytes:,}.")
-                    return None
-                text = upload.getvalue().decode("utf-8", errors="replace")
-            if not text.strip():
+            if upload is None and not text.strip():
                 st.info("Upload or paste the training-set indices to forget.")
                 return None
             try:
-                indices = read_index_list(text, n_train)
+                if upload is not None:
+                    indices = load_uploaded_index_list(upload.getvalue(), upload.name, n_train, limits())
+                else:
+                    indices = read_index_list(text, n_train)
             except SalunError as exc:
                 st.error(str(exc))
                 return None
