@@ -251,7 +251,8 @@ def target_picker() -> Target | None:
         seed = int(col_seed.number_input("Seed", min_value=0, max_value=10_000, value=0, step=1, key="pick_seed",
                                          help="Seeds the run (random labels, batch order) and draws a random share."))
         info = DATASETS[dataset]
-        with st.expander("Model checkpoint and data folder", expanded=not info.offline):
+        own_model = st.session_state.get("pick_model_file") is not None  # keep the upload in sight
+        with st.expander("Model checkpoint and data folder", expanded=not info.offline or own_model):
             checkpoint = st.text_input(
                 "Checkpoint (.safetensors)", key="pick_checkpoint", placeholder="blank: the shipped model for this dataset",
                 help=f"Train one with `python -m core.cli train --dataset {dataset}`.").strip() or None
