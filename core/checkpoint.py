@@ -41,7 +41,7 @@ def save_checkpoint(model: nn.Module, path: str | Path, meta: dict) -> Path:
     return path
 
 
-def read_meta(path: str | Path) -> dict:
+def read_meta(path: str | Path, required=("architecture", "image_shape", "class_names")) -> dict:
     path = Path(path)
     meta_path = sidecar_path(path)
     if not path.is_file():
@@ -52,7 +52,7 @@ def read_meta(path: str | Path) -> dict:
         meta = json.loads(meta_path.read_text())
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"sidecar {str(meta_path)!r} is not valid JSON: {exc}") from None
-    for key in ("architecture", "image_shape", "class_names"):
+    for key in required:
         if key not in meta:
             raise CheckpointError(f"sidecar {str(meta_path)!r} lacks {key!r}")
     return meta

@@ -123,7 +123,7 @@ def load_generator(path: str | Path = DEFAULT_GENERATOR) -> tuple[ConditionalUNe
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"generator {str(path)!r} does not exist; train one with `python -m core.cli train-gen`")
-    meta = read_meta(path)
+    meta = read_meta(path, required=("architecture",))
     if meta.get("architecture") != "ddpm_unet" or "unet" not in meta:
         raise CheckpointError(f"{str(path)!r} is not a generator checkpoint (its sidecar names "
                               f"architecture {meta.get('architecture')!r})")
