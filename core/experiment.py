@@ -157,7 +157,8 @@ class Experiment:
             options = {k: v for k, v in overrides.items() if k not in named and v is not None}
             config = RunConfig(dataset=self.dataset.name, forget=str(self.split.target), method=spec.name,
                                sparsity=sparsity, seed=seed, masked=masked, options=options, **named)
-        return RunResult(config, spec.name, metrics, params, losses, model, mask, mask_seconds)
+        return RunResult(config, spec.name, metrics, params, losses, model, mask, mask_seconds,
+                         extra={"meta": dict(self.meta)})  # so a saved model names its architecture
 
     def _recipe_defaults(self, method: str) -> dict:
         """Retrain repeats the original model's own training recipe."""

@@ -45,6 +45,10 @@ def test_unlearn_json_contract_with_retrain_and_saved_run(tmp_path, digits_check
     config = json.loads((out / "config.json").read_text())
     assert (config["forget"], config["method"], config["epochs"]) == ("class:2", "salun", 3)
     assert json.loads((out / "metrics.json").read_text())["ua"] == result["ua"]
+    from core.checkpoint import load_checkpoint
+
+    unlearned, meta = load_checkpoint(out / "model.safetensors")  # the saved model loads back on its own
+    assert meta["architecture"] == "small_cnn" and meta["unlearning"]["forget"] == "class:2"
 
 
 def test_random_share_json_has_no_forget_test_accuracy(capsys, digits_checkpoint):
