@@ -30,7 +30,8 @@ from core.diffusion import DEFAULT_GUIDANCE, ConditionalUNet, check_class, check
 from core.diffusion_train import diffusion_loss
 from core.errors import SalunError, check_fraction, check_positive
 from core.saliency import DEFAULT_SPARSITY, Mask, MaskConstraint, accumulate_gradients, saliency_mask
-from core.training import Progress, check_finite
+from core.training import Progress
+from core.unlearning import MaskedSteps
 
 
 @dataclass
@@ -107,29 +108,11 @@ def generation_gradients(model: ConditionalUNet, forget_x: torch.Tensor, forget_
 
 # --- methods ------------------------------------------------------------------------------------
 
-class _Steps:
-    """One Adam step at a time: backward, mask gradients, clip, step, restore the mask, report."""
-
-    def __init__(self, model, params, mask: Mask | None, progress: Progress | None, what: str):
-        self.model, self.progress, self.what, self.losses = model, progress, what, []
-        self.total, self.clip = int(params["steps"]), float(params["grad_clip"])
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=params["lr"], weight_decay=params["weight_decay"])
-        self.constraint = MaskConstraint(model, mask) if mask is not None else None
-
-    def __call__(self, loss: torch.Tensor) -> None:
-        value = check_finite(loss, self.what)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.constraint:
-            self.constraint.mask_gradients()
-        if self.clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
-        self.optimizer.step()
-        if self.constraint:
-            self.constraint.restore()
-        self.losses.append(value)
-        if self.progress:
-            self.progress(len(self.losses), self.total, value)
+def _adam_steps(model, params, mask: Mask | None, progress: Progress | None, what: str) -> MaskedSteps:
+    """Adam at a constant rate with gradient clipping, under the mask when one is given."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=params["lr"], weight_decay=params["weight_decay"])
+    return MaskedSteps(model, optimizer, MaskConstraint(model, mask) if mask is not None else None,
+                       int(params["steps"]), progress, what, clip=float(params["grad_clip"]), decay_lr=False)
 
 
 def _batch(x: torch.Tensor, size: int, generator: torch.Generator, y: torch.Tensor | None = None):
@@ -152,7 +135,7 @@ def _check_params(params: dict, data: GenerationData) -> None:
 def _relabel_run(model, data: GenerationData, params: dict, mask, progress, what: str) -> list[float]:
     _check_params(params, data)
     scheduler = train_scheduler(model.config)
-    steps = _Steps(model, params, mask, progress, what)
+    steps = _adam_steps(model, params, mask, progress, what)
     device = next(model.parameters()).device
     substitute = substitute_class(data.forget_class, data.num_classes)
     generator = torch.Generator().manual_seed(int(params["seed"]))
@@ -187,7 +170,7 @@ def run_rl(model, data, params, mask=None, progress=None):
 def run_ga(model, data, params, mask=None, progress=None):
     _check_params(params, data)
     scheduler = train_scheduler(model.config)
-    steps = _Steps(model, params, mask, progress, "GA")
+    steps = _adam_steps(model, params, mask, progress, "GA")
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(int(params["seed"]))
     model.train()
@@ -202,7 +185,7 @@ def run_ga(model, data, params, mask=None, progress=None):
 def run_ft(model, data, params, mask=None, progress=None):
     _check_params(params, data)
     scheduler = train_scheduler(model.config)
-    steps = _Steps(model, params, mask, progress, "FT")
+    steps = _adam_steps(model, params, mask, progress, "FT")
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(int(params["seed"]))
     model.train()

@@ -61,18 +61,19 @@ def _random_other_labels(y: torch.Tensor, num_classes: int, generator: torch.Gen
     return (y + shift) % num_classes
 
 
-class _Steps:
-    """One optimizer step at a time: zero grads, backward, mask, step, restore, report.
+class MaskedSteps:
+    """One optimizer step at a time: zero grads, backward, mask, clip, step, restore, report.
 
-    The learning rate decays linearly to zero over the run, so the last steps settle the retained
-    classes instead of leaving the model wherever the forgetting loss last pushed it.
+    With `decay_lr` the learning rate decays linearly to zero over the run, so the last steps settle
+    the retained classes instead of leaving the model wherever the forgetting loss last pushed it.
     """
 
     def __init__(self, model, optimizer, constraint: MaskConstraint | None, total: int,
-                 progress: Progress | None, what: str):
+                 progress: Progress | None, what: str, clip: float = 0.0, decay_lr: bool = True):
         self.model, self.optimizer, self.constraint = model, optimizer, constraint
-        self.total, self.progress, self.what, self.losses = total, progress, what, []
-        self.schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / total))
+        self.total, self.progress, self.what, self.losses, self.clip = total, progress, what, [], clip
+        self.schedule = (torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / total))
+                         if decay_lr else None)
 
     def __call__(self, loss: torch.Tensor) -> None:
         value = check_finite(loss, self.what)
@@ -80,8 +81,11 @@ class _Steps:
         loss.backward()
         if self.constraint:
             self.constraint.mask_gradients()
+        if self.clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
         self.optimizer.step()
-        self.schedule.step()
+        if self.schedule:
+            self.schedule.step()
         if self.constraint:
             self.constraint.restore()
         self.losses.append(value)
@@ -99,7 +103,7 @@ def _relabel_run(model, data: UnlearnData, params: dict, mask, progress, what: s
     device, generator = _device(model), make_generator(params["seed"])
     constraint = MaskConstraint(model, mask) if mask is not None else None
     bs, n_f, n_r = params["batch_size"], len(data.forget_y), len(data.retain_y)
-    step = _Steps(model, _sgd(model, params), constraint, params["epochs"] * math.ceil(n_f / bs), progress, what)
+    step = MaskedSteps(model, _sgd(model, params), constraint, params["epochs"] * math.ceil(n_f / bs), progress, what)
     loss_fn = nn.CrossEntropyLoss()
     # One random label per forget image for the whole run, as upstream: labels redrawn every step
     # cannot be fitted, and their never-ending gradient noise erodes the retained classes.
@@ -133,7 +137,7 @@ def _retain_run(model, data, params, mask, progress, what, l1: float = 0.0) -> l
     constraint = MaskConstraint(model, mask) if mask is not None else None
     bs, n_r = params["batch_size"], len(data.retain_y)
     total = params["epochs"] * math.ceil(n_r / bs)
-    step = _Steps(model, _sgd(model, params), constraint, total, progress, what)
+    step = MaskedSteps(model, _sgd(model, params), constraint, total, progress, what)
     loss_fn = nn.CrossEntropyLoss()
     model.train()
     for _ in range(params["epochs"]):
@@ -160,7 +164,7 @@ def run_ga(model, data, params, mask=None, progress=None):
     device, generator = _device(model), make_generator(params["seed"])
     constraint = MaskConstraint(model, mask) if mask is not None else None
     bs, n_f = params["batch_size"], len(data.forget_y)
-    step = _Steps(model, _sgd(model, params), constraint, params["epochs"] * math.ceil(n_f / bs), progress, "GA")
+    step = MaskedSteps(model, _sgd(model, params), constraint, params["epochs"] * math.ceil(n_f / bs), progress, "GA")
     loss_fn = nn.CrossEntropyLoss()
     model.train()
     for _ in range(params["epochs"]):
