@@ -12,12 +12,9 @@ import argparse
 import statistics
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from core.experiment import Experiment, RunConfig  # noqa: E402
-from core.metrics import avg_gap  # noqa: E402
+from core.classification.experiment import Experiment, RunConfig
+from core.classification.metrics import avg_gap
 
 KEYS = ("ua", "ra", "ta", "mia_efficacy")
 

@@ -5,14 +5,10 @@ SalUn-vs-Retrain comparison is bench_classification.py --all-classes, ~10 retrai
     python bench/bench_classwise_all.py
 """
 
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from core.experiment import Experiment, RunConfig  # noqa: E402
+from core.classification.experiment import Experiment, RunConfig
 
 torch.set_num_threads(1)
 for k in range(10):

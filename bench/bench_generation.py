@@ -18,14 +18,12 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
 
-import torch  # noqa: E402
-
-from core.data import load_dataset  # noqa: E402
-from core.diffusion_metrics import generate_grid, generation_metrics  # noqa: E402
-from core.diffusion_run import GenerationRunConfig, load_models  # noqa: E402
-from core.diffusion_unlearn import generation_split, get_generation_method, unlearn_generator  # noqa: E402
+from core.data import load_dataset
+from core.diffusion.metrics import generate_grid, generation_metrics
+from core.diffusion.run import GenerationRunConfig, load_models
+from core.diffusion.methods import generation_split, get_generation_method, unlearn_generator
 
 RESULTS = Path(__file__).resolve().parent / "results" / "generation.txt"
 

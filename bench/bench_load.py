@@ -8,15 +8,11 @@ result equals the single-session result for the same seed, and that the original
 """
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from core.checkpoint import state_checksum  # noqa: E402
-from core.experiment import Experiment, RunConfig  # noqa: E402
-from core.jobs import DONE, JobRunner  # noqa: E402
+from core.checkpoint import state_checksum
+from core.classification.experiment import Experiment, RunConfig
+from core.jobs import DONE, JobRunner
 
 
 def main() -> None:

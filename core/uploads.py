@@ -19,7 +19,7 @@ from core.checkpoint import load_state_strict
 from core.data import ImageDataset, read_index_list
 from core.errors import CheckpointError, SalunError
 from core.limits import Limits
-from core.models import build_model
+from core.classification.models import build_model
 
 _PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle")
 

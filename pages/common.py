@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 import threading
 import time
 from collections import OrderedDict
@@ -18,8 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # standalone `streamlit run pages/...` and AppTest
 
 import streamlit as st
 
@@ -82,7 +79,7 @@ def job_runner():
 
 @st.cache_resource(max_entries=8, show_spinner="Loading the dataset and the trained model…")
 def experiment(dataset: str, forget: str, checkpoint: str | None, data_root: str | None, split_seed: int):
-    from core.experiment import Experiment, RunConfig
+    from core.classification.experiment import Experiment, RunConfig
 
     return Experiment.from_config(RunConfig(dataset=dataset, forget=forget, checkpoint=checkpoint,
                                             data_root=data_root, seed=split_seed))
@@ -90,7 +87,7 @@ def experiment(dataset: str, forget: str, checkpoint: str | None, data_root: str
 
 @st.cache_resource(max_entries=4, show_spinner="Loading example images…")
 def example_images(dataset: str, data_root: str | None):
-    from core.analysis import example_images as examples
+    from core.classification.analysis import example_images as examples
     from core.data import load_dataset
 
     data = load_dataset(dataset, data_root)
@@ -206,7 +203,7 @@ def store_uploaded_model(data: bytes, filename: str, architecture: str, dataset:
 
     from core.checkpoint import save_checkpoint
     from core.data import load_dataset
-    from core.training import TrainConfig
+    from core.classification.training import TrainConfig
     from core.uploads import load_uploaded_classifier
 
     data_set = load_dataset(dataset, data_root)
@@ -258,7 +255,7 @@ def target_picker() -> Target | None:
                 help=f"Train one with `python -m core.cli train --dataset {dataset}`.").strip() or None
             data_root = st.text_input("Data folder", key="pick_data_root", placeholder="blank: the default folder",
                                       help="Only for torchvision datasets (mnist, fashion_mnist, cifar10, svhn).").strip() or None
-            from core.models import ARCHITECTURES
+            from core.classification.models import ARCHITECTURES
 
             col_file, col_arch = st.columns([3, 1])
             model_file = col_file.file_uploader(
@@ -318,7 +315,7 @@ def target_picker() -> Target | None:
 
 def default_settings(exp, method: str) -> dict:
     """A method's epochs / lr / alpha for this kind of target (Retrain: the original model's recipe)."""
-    from core.unlearning import METHODS
+    from core.classification.methods import METHODS
 
     defaults = METHODS[method].params_for(exp.split.target.kind)
     if method == "retrain":
@@ -335,7 +332,7 @@ def default_settings(exp, method: str) -> dict:
 
 def method_settings(exp, method: str, key: str) -> dict:
     """Widgets for a method's epochs / lr / alpha, defaulting to its settings for this kind of target."""
-    from core.unlearning import METHODS
+    from core.classification.methods import METHODS
 
     spec = METHODS[method]
     defaults = default_settings(exp, method)
@@ -367,9 +364,9 @@ def method_settings(exp, method: str, key: str) -> dict:
 def make_config(target: Target, method: str, seed: int, sparsity: float, masked: bool = False, **settings):
     """A complete RunConfig: every setting filled in, and sparsity only where a mask is used, so equal
     runs get equal cache keys whichever page asks."""
-    from core.experiment import RunConfig
+    from core.classification.experiment import RunConfig
     from core.saliency import DEFAULT_SPARSITY
-    from core.unlearning import METHODS
+    from core.classification.methods import METHODS
 
     spec = METHODS[method]
     uses_mask = spec.mask == "required" or (masked and spec.mask == "optional")
@@ -424,7 +421,7 @@ def poll_jobs(entries: list[dict], cancel_key: str, title: str = "Running") -> b
     """Draw progress bars and a live loss curve until every job has finished; returns False if the
     visitor cancelled. The Cancel button reruns the page; the jobs keep running in their threads, and
     this rerun cancels them."""
-    from core.plots import loss_curve_figure
+    from core.classification.plots import loss_curve_figure
 
     jobs = [e["job"] for e in entries if e["job"] is not None]
     holder = st.empty()  # everything drawn here disappears once the jobs are done

@@ -3,18 +3,14 @@
 Runs as a page of app.py (st.navigation) or alone: `streamlit run pages/concept.py`.
 """
 
-import sys
-from pathlib import Path
 
-if str(Path(__file__).resolve().parent.parent) not in sys.path:  # standalone `streamlit run pages/concept.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import streamlit as st
 import torch
 
-from core.concept import ConceptConfig, mask_by_block, save_concept_result, unlearn_concept
-from core.concept_cli import SD_DEFAULTS, TINY_DEFAULTS
-from core.concept_pipeline import TINY_MODEL, load_pipeline
+from core.concept.run import ConceptConfig, mask_by_block, save_concept_result, unlearn_concept
+from core.cli.concept import SD_DEFAULTS, TINY_DEFAULTS
+from core.concept.pipeline import TINY_MODEL, load_pipeline
 from core.errors import SalunError
 
 SD_MODEL = "CompVis/stable-diffusion-v1-4"

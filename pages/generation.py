@@ -7,21 +7,17 @@ The work lives in core/ (diffusion*, saliency); this page only lays out widgets 
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # standalone `streamlit run pages/...`
 
 import pandas as pd
 import streamlit as st
 
 from core.data import load_dataset
-from core.diffusion import DEFAULT_GENERATOR, DEFAULT_GUIDANCE, DEFAULT_SAMPLE_STEPS, generate
-from core.diffusion_metrics import (GENERATION_METRIC_DEFINITIONS, GENERATION_METRIC_LABELS, generate_grid,
+from core.diffusion.model import DEFAULT_GENERATOR, DEFAULT_GUIDANCE, DEFAULT_SAMPLE_STEPS, generate
+from core.diffusion.metrics import (GENERATION_METRIC_DEFINITIONS, GENERATION_METRIC_LABELS, generate_grid,
                                     generation_metrics)
-from core.diffusion_plots import grid_image, layer_saliency_figure, per_class_accuracy_figure
-from core.diffusion_run import GenerationRunConfig, GenerationRunResult, load_models
-from core.diffusion_unlearn import GENERATION_METHODS, generation_split, substitute_class, unlearn_generator
+from core.diffusion.plots import grid_image, layer_saliency_figure, per_class_accuracy_figure
+from core.diffusion.run import GenerationRunConfig, GenerationRunResult, load_models
+from core.diffusion.methods import GENERATION_METHODS, generation_split, substitute_class, unlearn_generator
 from core.errors import SalunError
 from core.checkpoint import DEFAULT_CHECKPOINT
 from core.saliency import layer_statistics

@@ -5,10 +5,6 @@ Runs inside the app's navigation or on its own: `streamlit run pages/home.py`.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import streamlit as st
 
@@ -80,9 +76,9 @@ def main() -> None:
 
 
 def show_result(target: common.Target, result) -> None:
-    from core.attribution import predicted_labels
-    from core.metrics import METRIC_DEFINITIONS, per_class_accuracy
-    from core.plots import per_class_accuracy_figure
+    from core.classification.attribution import predicted_labels
+    from core.classification.metrics import METRIC_DEFINITIONS, per_class_accuracy
+    from core.classification.plots import per_class_accuracy_figure
 
     exp = target.experiment()
     names = exp.dataset.class_names

@@ -6,11 +6,7 @@ Runs inside the app's navigation or on its own: `streamlit run pages/saliency.py
 
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import streamlit as st
 
@@ -23,28 +19,28 @@ VIEWS = {"overlay": "Gradient, non-salient weights darkened", "gradient": "Gradi
 
 @st.cache_resource(show_spinner="Computing each class's gradient (once per model)…", max_entries=4)
 def class_gradients(dataset: str, checkpoint: str | None, data_root: str | None, _exp):
-    from core.analysis import class_gradients as gradients
+    from core.classification.analysis import class_gradients as gradients
 
     return gradients(_exp.original, _exp.dataset, device=_exp.device)
 
 
 @st.cache_data(show_spinner="Comparing the masks of all classes…", max_entries=32)
 def class_iou(dataset: str, checkpoint: str | None, data_root: str | None, sparsity: float, _grads):
-    from core.analysis import class_iou_matrix
+    from core.classification.analysis import class_iou_matrix
 
     return class_iou_matrix(_grads, sparsity)
 
 
 @st.cache_resource(show_spinner="Computing the retain set's gradient…", max_entries=8)
 def retain_gradients(dataset: str, forget: str, checkpoint: str | None, data_root: str | None, seed: int, _exp):
-    from core.analysis import retain_gradients as gradients
+    from core.classification.analysis import retain_gradients as gradients
 
     return gradients(_exp)
 
 
 def main() -> None:
     common.ensure_navigation()
-    from core.plots import gradient_heatmap, iou_matrix_figure, layer_overlap_figure, salient_fraction_figure
+    from core.classification.plots import gradient_heatmap, iou_matrix_figure, layer_overlap_figure, salient_fraction_figure
 
     st.title("Saliency explorer")
     st.caption("SalUn ranks every weight by how strongly the forget set's loss pulls on it (|gradient|) and lets "

@@ -5,16 +5,12 @@ Runs inside the app's navigation or on its own: `streamlit run pages/sweep.py`.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pandas as pd
 import streamlit as st
 
 from core.errors import SalunError
-from core.metrics import METRIC_DEFINITIONS, METRIC_LABELS
+from core.classification.metrics import METRIC_DEFINITIONS, METRIC_LABELS
 from pages import common
 
 SPARSITIES = [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
@@ -22,7 +18,7 @@ SPARSITIES = [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
 
 def sweep_work(exp, target, sparsities, seeds, settings, with_retrain, retrain_settings):
     """The job: every SalUn run (reusing stored ones), then Retrain once per seed."""
-    from core.analysis import sparsity_sweep
+    from core.classification.analysis import sparsity_sweep
 
     store = common.result_store()
     base = common.make_config(target, "salun", seeds[0], sparsities[0], **settings)
@@ -46,8 +42,8 @@ def sweep_work(exp, target, sparsities, seeds, settings, with_retrain, retrain_s
 
 def main() -> None:
     common.ensure_navigation()
-    from core.analysis import summarize_sweep
-    from core.plots import sweep_figure
+    from core.classification.analysis import summarize_sweep
+    from core.classification.plots import sweep_figure
 
     st.title("Sweep")
     st.caption("How much of the network should SalUn be allowed to change? Run it at several mask sparsities "

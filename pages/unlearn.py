@@ -8,19 +8,16 @@ from __future__ import annotations
 import csv
 import io
 import json
-import sys
 import tempfile
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pandas as pd
 import streamlit as st
 
 from core.errors import SalunError
-from core.metrics import METRIC_DEFINITIONS, METRIC_LABELS, avg_gap, confusion_matrix, per_class_accuracy
+from core.classification.metrics import METRIC_DEFINITIONS, METRIC_LABELS, avg_gap, confusion_matrix, per_class_accuracy
 from core.saliency import DEFAULT_SPARSITY
-from core.unlearning import METHODS
+from core.classification.methods import METHODS
 from pages import common
 
 SHOWN_METRICS = ("ua", "ra", "ta", "mia_efficacy", "forget_test_accuracy", "rte_seconds")
@@ -42,7 +39,7 @@ def details(exp, result_or_none, seed: int) -> dict:
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _export_files(run_key: str, _result) -> dict[str, bytes]:
-    from core.cli import save_run
+    from core.classification.experiment import save_run
 
     with tempfile.TemporaryDirectory() as folder:
         save_run(_result, Path(folder))
@@ -73,8 +70,8 @@ def metrics_table(columns: dict[str, dict], retrain: dict | None) -> pd.DataFram
 
 
 def show_comparison(exp, results: list[tuple[str, object]], seed: int) -> None:
-    from core.attribution import attribution_examples, integrated_gradients, predicted_labels
-    from core.plots import (attribution_figure, confusion_matrix_figure, membership_figure, metrics_figure,
+    from core.classification.attribution import attribution_examples, integrated_gradients, predicted_labels
+    from core.classification.plots import (attribution_figure, confusion_matrix_figure, membership_figure, metrics_figure,
                             per_class_accuracy_figure)
 
     class_names = exp.dataset.class_names
@@ -139,7 +136,7 @@ def show_comparison(exp, results: list[tuple[str, object]], seed: int) -> None:
 
 
 def export_section(results) -> None:
-    from core.analysis import cli_command
+    from core.classification.analysis import cli_command
 
     chosen = st.selectbox("Run to export", [label for label, _ in results], key="export_choice")
     result = dict(results)[chosen]

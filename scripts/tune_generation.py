@@ -5,17 +5,14 @@
 import json
 import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 
 from core.checkpoint import load_checkpoint
 from core.data import load_dataset
-from core.diffusion import class_grid_labels, generate, load_generator
-from core.diffusion_metrics import per_class_recognised
-from core.diffusion_unlearn import generation_split, unlearn_generator
+from core.diffusion.model import class_grid_labels, generate, load_generator
+from core.diffusion.metrics import per_class_recognised
+from core.diffusion.methods import generation_split, unlearn_generator
 
 torch.set_num_threads(int(__import__("os").environ.get("THREADS", "1")))
 gen, meta = load_generator(sys.argv[1])

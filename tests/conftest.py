@@ -1,14 +1,12 @@
 """Shared fixtures: a tiny classifier trained on scikit-learn's 8x8 digits in a couple of seconds."""
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
@@ -16,7 +14,7 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 def digits_checkpoint(tmp_path_factory) -> Path:
     from core.checkpoint import save_checkpoint
     from core.data import load_dataset
-    from core.training import TrainConfig, accuracy, train_from_scratch, train_meta
+    from core.classification.training import TrainConfig, accuracy, train_from_scratch, train_meta
 
     dataset = load_dataset("digits")
     config = TrainConfig(epochs=8, lr=3e-3, batch_size=64, seed=0)
@@ -29,7 +27,7 @@ def digits_checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture
 def digits_experiment(digits_checkpoint):
     """A fresh experiment forgetting class 2 of the digits model (the model itself is loaded anew)."""
-    from core.experiment import Experiment, RunConfig
+    from core.classification.experiment import Experiment, RunConfig
 
     return Experiment.from_config(RunConfig(dataset="digits", forget="class:2", checkpoint=str(digits_checkpoint)),
                                   device="cpu")

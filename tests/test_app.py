@@ -37,7 +37,7 @@ def tile(at: AppTest, label_start: str) -> float:
 
 
 def test_home_forgets_the_chosen_digit():
-    from core.experiment import Experiment, RunConfig
+    from core.classification.experiment import Experiment, RunConfig
 
     at = page("app.py").run()
     no_traceback(at)
@@ -55,7 +55,7 @@ def test_home_forgets_the_chosen_digit():
 
 
 def test_unlearn_page_shows_core_metrics_caches_and_explains_bad_input(digits_checkpoint):
-    from core.experiment import Experiment, RunConfig
+    from core.classification.experiment import Experiment, RunConfig
 
     at = choose_digits(page("pages/unlearn.py").run(), digits_checkpoint)
     no_traceback(at)
@@ -95,8 +95,8 @@ def test_unlearn_page_shows_core_metrics_caches_and_explains_bad_input(digits_ch
 
 
 def test_saliency_page_redraws_the_mask_and_overlaps(digits_checkpoint):
-    from core.analysis import retain_gradients
-    from core.experiment import Experiment, RunConfig
+    from core.classification.analysis import retain_gradients
+    from core.classification.experiment import Experiment, RunConfig
     from core.saliency import mask_iou, saliency_mask
 
     at = choose_digits(page("pages/saliency.py").run(), digits_checkpoint)
@@ -120,9 +120,9 @@ def test_saliency_page_redraws_the_mask_and_overlaps(digits_checkpoint):
 def test_export_command_reproduces_the_run_config():
     import shlex
 
-    from core.analysis import cli_command
+    from core.classification.analysis import cli_command
     from core.cli import build_parser
-    from core.experiment import RunConfig
+    from core.classification.experiment import RunConfig
 
     config = RunConfig(dataset="digits", forget="indices:runs/uploads/my list.txt", method="ga", sparsity=0.3,
                        seed=4, epochs=2, lr=0.005, alpha=None, masked=True, checkpoint="/tmp/m.safetensors")

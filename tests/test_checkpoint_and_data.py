@@ -9,7 +9,7 @@ import torch
 from core.checkpoint import load_checkpoint, read_meta, save_checkpoint, state_checksum
 from core.data import load_dataset, make_split, parse_forget, read_index_list
 from core.errors import CheckpointError, SalunError
-from core.models import build_model
+from core.classification.models import build_model
 
 
 def test_round_trip_keeps_weights_and_sidecar(tmp_path, digits_checkpoint):

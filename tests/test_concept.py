@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.concept import ConceptConfig, mask_by_block, save_concept_result, unlearn_concept
-from core.concept_pipeline import build_tiny_pipeline, load_pipeline, read_image_folder
+from core.concept.run import ConceptConfig, mask_by_block, save_concept_result, unlearn_concept
+from core.concept.pipeline import build_tiny_pipeline, load_pipeline, read_image_folder
 from core.errors import CheckpointError, SalunError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -125,7 +125,7 @@ def test_user_image_folders_replace_generated_images(pipe, tmp_path):
 
 
 def test_out_of_gpu_memory_halves_the_micro_batch_and_carries_on(pipe, monkeypatch):
-    import core.concept_train as train
+    import core.concept.training as train
 
     real, seen = train._accumulate, []
 
@@ -183,7 +183,7 @@ def test_offline_hub_id_fails_fast_with_instructions(monkeypatch, tmp_path):
 
 
 def test_a_hanging_network_lookup_is_given_up_on_time(monkeypatch):
-    from core.concept_pipeline import hub_reachable
+    from core.concept.pipeline import hub_reachable
 
     def hanging_lookup(*args, **kwargs):
         time.sleep(5)

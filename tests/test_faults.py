@@ -10,7 +10,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from core.checkpoint import state_checksum
-from core.unlearning import METHODS
+from core.classification.methods import METHODS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -91,7 +91,7 @@ def test_cancel_mid_run_stops_it_and_keeps_earlier_results(page, monkeypatch):
 
 
 def test_a_diverging_loss_is_explained_and_the_original_is_unchanged(page, monkeypatch):
-    from core.unlearning import run_ga
+    from core.classification.methods import run_ga
 
     def runaway_gradient_ascent(model, data, params, mask=None, progress=None):
         # the real GA loop with a learning rate no form allows: its loss runs off to infinity
@@ -107,12 +107,12 @@ def test_a_diverging_loss_is_explained_and_the_original_is_unchanged(page, monke
 
 
 def test_a_failed_save_is_explained_and_the_comparison_stays(page, monkeypatch):
-    import core.cli
+    import core.classification.experiment
 
     def disk_full(result, directory):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(core.cli, "save_run", disk_full)
+    monkeypatch.setattr(core.classification.experiment, "save_run", disk_full)
     run_salun(page)  # a new run, so its export files are prepared anew
     assert any("Could not prepare the files to download" in e.value and "No space left on device" in e.value
                for e in page.error), [e.value for e in page.error]

@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere without installing
 
 import pytest
 import torch
 
 from core.checkpoint import save_checkpoint, state_checksum
 from core.data import load_dataset
-from core.diffusion import UNetConfig, generate, load_generator, save_generator
-from core.diffusion_metrics import frechet_distance, generation_metrics
-from core.diffusion_train import GeneratorTrainConfig, train_generator
-from core.diffusion_unlearn import generation_gradients, generation_split, unlearn_generator
+from core.diffusion.model import UNetConfig, generate, load_generator, save_generator
+from core.diffusion.metrics import frechet_distance, generation_metrics
+from core.diffusion.training import GeneratorTrainConfig, train_generator
+from core.diffusion.methods import generation_gradients, generation_split, unlearn_generator
 from core.errors import CancelledError, CheckpointError, SalunError
-from core.models import SmallCNN
+from core.classification.models import SmallCNN
 from core.saliency import layer_statistics, mask_fraction, saliency_mask
 
 PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "generation.py")

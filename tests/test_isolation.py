@@ -3,7 +3,7 @@
 import pytest
 
 from core.checkpoint import state_checksum
-from core.experiment import Experiment, RunConfig
+from core.classification.experiment import Experiment, RunConfig
 from core.jobs import DONE, JobRunner
 
 
@@ -44,7 +44,7 @@ def test_four_concurrent_sessions_match_their_single_session_results(digits_chec
 def test_same_config_and_seed_give_identical_metrics_and_weights(digits_checkpoint, seed):
     config = RunConfig(dataset="digits", forget="random:0.1", method="salun", seed=seed, epochs=2,
                        checkpoint=str(digits_checkpoint))
-    from core.experiment import run
+    from core.classification.experiment import run
 
     a, b = run(config), run(config)
     assert strip(a.metrics) == strip(b.metrics)

@@ -5,7 +5,7 @@ import torch
 
 from core.checkpoint import state_checksum
 from core.errors import DivergedError, SalunError
-from core.unlearning import METHODS
+from core.classification.methods import METHODS
 
 MASKABLE = [name for name, m in METHODS.items() if m.mask != "none"]
 SMALL_BUDGET = {"salun": {"epochs": 2}, "rl": {"epochs": 2}, "ft": {"epochs": 1}, "l1_sparse": {"epochs": 1},
@@ -34,7 +34,7 @@ def test_the_original_model_is_never_modified(digits_experiment, method):
 
 
 def test_salun_forgets_a_class_of_the_shipped_model_and_keeps_the_rest():
-    from core.experiment import Experiment, RunConfig
+    from core.classification.experiment import Experiment, RunConfig
 
     exp = Experiment.from_config(RunConfig(forget="class:3"), device="cpu")
     before = exp.original_metrics()
@@ -57,7 +57,7 @@ def test_same_seed_gives_the_same_metrics(digits_experiment):
 
 
 def test_random_labels_never_equal_the_true_label():
-    from core.unlearning import _random_other_labels
+    from core.classification.methods import _random_other_labels
 
     y = torch.randint(0, 10, (5000,))
     y2 = _random_other_labels(y, 10, torch.Generator().manual_seed(0))
@@ -73,7 +73,7 @@ def test_diverging_gradient_ascent_stops_with_a_clear_error(digits_experiment):
 
 
 def test_salun_without_mask_and_retrain_with_mask_are_refused(digits_experiment):
-    from core.unlearning import UnlearnData, run_retrain, run_salun
+    from core.classification.methods import UnlearnData, run_retrain, run_salun
 
     model = torch.nn.Linear(2, 2)
     with pytest.raises(SalunError, match="needs a saliency mask"):

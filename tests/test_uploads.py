@@ -10,7 +10,7 @@ from core.checkpoint import state_checksum
 from core.data import load_dataset
 from core.errors import SalunError
 from core.limits import Limits
-from core.models import build_model
+from core.classification.models import build_model
 from core.uploads import load_uploaded_classifier, load_uploaded_index_list
 
 LIMITS = Limits(max_upload_bytes=2_000_000, max_forget_size=100)

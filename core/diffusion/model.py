@@ -2,7 +2,7 @@
 
 The network is diffusers' `UNet2DModel` with a class embedding of `num_classes + 1` rows; the last row
 is the null class used for the unconditional branch of classifier-free guidance. It is trained with
-`DDPMScheduler` (core.diffusion_train) and sampled with `DDIMScheduler`:
+`DDPMScheduler` (core.diffusion.training) and sampled with `DDIMScheduler`:
 
     eps = eps(x_t | null) + guidance * (eps(x_t | c) - eps(x_t | null))
 

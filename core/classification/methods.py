@@ -23,7 +23,8 @@ from torch import nn
 
 from core.errors import SalunError, check_positive
 from core.saliency import Mask, MaskConstraint
-from core.training import Progress, TrainConfig, batches, check_finite, fit, make_generator, seeded_global_rng
+from core.classification.training import TrainConfig, batches, fit
+from core.steps import MaskedSteps, Progress, make_generator, seeded_global_rng
 
 
 @dataclass
@@ -59,38 +60,6 @@ def _random_other_labels(y: torch.Tensor, num_classes: int, generator: torch.Gen
     """A label y' != y for every sample, uniform over the other classes (the paper's y' ≠ y)."""
     shift = torch.randint(1, num_classes, y.shape, generator=generator)
     return (y + shift) % num_classes
-
-
-class MaskedSteps:
-    """One optimizer step at a time: zero grads, backward, mask, clip, step, restore, report.
-
-    With `decay_lr` the learning rate decays linearly to zero over the run, so the last steps settle
-    the retained classes instead of leaving the model wherever the forgetting loss last pushed it.
-    """
-
-    def __init__(self, model, optimizer, constraint: MaskConstraint | None, total: int,
-                 progress: Progress | None, what: str, clip: float = 0.0, decay_lr: bool = True):
-        self.model, self.optimizer, self.constraint = model, optimizer, constraint
-        self.total, self.progress, self.what, self.losses, self.clip = total, progress, what, [], clip
-        self.schedule = (torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / total))
-                         if decay_lr else None)
-
-    def __call__(self, loss: torch.Tensor) -> None:
-        value = check_finite(loss, self.what)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.constraint:
-            self.constraint.mask_gradients()
-        if self.clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
-        self.optimizer.step()
-        if self.schedule:
-            self.schedule.step()
-        if self.constraint:
-            self.constraint.restore()
-        self.losses.append(value)
-        if self.progress:
-            self.progress(len(self.losses), self.total, value)
 
 
 def _device(model):

@@ -52,6 +52,6 @@ def integrated_gradients(model: nn.Module, images: torch.Tensor, targets: torch.
 
 
 def predicted_labels(model: nn.Module, images: torch.Tensor) -> np.ndarray:
-    from core.training import predict
+    from core.classification.training import predict
 
     return predict(model, images).argmax(1).numpy()

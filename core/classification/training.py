@@ -6,21 +6,16 @@ A progress callback is called as `progress(done, total, loss)` after every step.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
-import threading
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 import torch
 from torch import nn
 
 from core.data import ImageDataset
-from core.errors import DivergedError
-from core.models import build_model, default_device
-
-Progress = Callable[[int, int, float], None]
+from core.classification.models import build_model, default_device
+from core.steps import Progress, check_finite, make_generator, seeded_global_rng
 
 
 @dataclass
@@ -30,32 +25,6 @@ class TrainConfig:
     lr: float = 1e-3
     batch_size: int = 128
     seed: int = 0
-
-
-GLOBAL_RNG_LOCK = threading.Lock()
-
-
-def make_generator(seed: int) -> torch.Generator:
-    """A private random stream for one run; runs in other threads cannot disturb it."""
-    generator = torch.Generator()
-    generator.manual_seed(seed)
-    return generator
-
-
-@contextlib.contextmanager
-def seeded_global_rng(seed: int):
-    """Layer initialisers draw from torch's global generator, which concurrent runs share: seed it and
-    draw under one lock, so the same seed gives the same weights whatever else is running."""
-    with GLOBAL_RNG_LOCK:
-        torch.manual_seed(seed)
-        yield
-
-
-def check_finite(loss: torch.Tensor, what: str) -> float:
-    value = float(loss.detach())
-    if not math.isfinite(value):
-        raise DivergedError(f"{what}: the loss became {value}; lower the learning rate or the number of epochs")
-    return value
 
 
 def batches(n: int, batch_size: int, generator: torch.Generator):

@@ -1,55 +1,21 @@
-"""Command line over core/: every experiment the app runs, headless.
+"""Classifier subcommands: train an original, unlearn a forget set, inspect the saliency mask.
 
     python -m core.cli train   --dataset mnist5k --save assets/mnist5k_small_cnn.safetensors
     python -m core.cli unlearn --dataset mnist5k --forget class:3 --method salun --compare-retrain --json
     python -m core.cli mask    --forget class:3 --sparsity 0.5          (per-layer saliency statistics)
-
-Errors a user can cause print one line on stderr and exit with status 2. With --json the last line
-of stdout is one JSON object.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
 
-from core import concept_cli, generation_cli
-from core.errors import CancelledError, SalunError
-
-EXIT_USER_ERROR = 2
-
-
-class ProgressBar:
-    """A tqdm bar on stderr per named phase; `progress(done, total, loss)` is the core's callback."""
-
-    def __init__(self, enabled: bool = True):
-        self.enabled, self.bars = enabled, {}
-
-    def phase(self, name: str):
-        def progress(done: int, total: int, loss: float) -> None:
-            if not self.enabled:
-                return
-            from tqdm import tqdm
-
-            bar = self.bars.get(name)
-            if bar is None:
-                bar = self.bars[name] = tqdm(total=total, desc=name, file=sys.stderr, leave=True,
-                                             dynamic_ncols=True, mininterval=0.5)
-            bar.update(done - bar.n)
-            bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-            if done >= total:
-                bar.close()
-        return progress
-
-    def close(self):
-        for bar in self.bars.values():
-            bar.close()
+from core.cli.common import ProgressBar, add_common_options
+from core.errors import SalunError
 
 
 def _print_table(result) -> None:
-    from core.metrics import METRIC_LABELS
+    from core.classification.metrics import METRIC_LABELS
 
     rows = [("", result.method)] + ([("", "retrain")] if result.retrain and result.method != "retrain" else [])
     keys = [k for k in ("ua", "ra", "ta", "mia_efficacy", "forget_test_accuracy", "rte_seconds") if k in result.metrics]
@@ -67,8 +33,8 @@ def _print_table(result) -> None:
 def cmd_train(args) -> dict:
     from core.checkpoint import save_checkpoint
     from core.data import DATASETS, load_dataset
-    from core.experiment import default_checkpoint
-    from core.training import TrainConfig, accuracy, train_from_scratch, train_meta
+    from core.classification.experiment import default_checkpoint
+    from core.classification.training import TrainConfig, accuracy, train_from_scratch, train_meta
 
     dataset = load_dataset(args.dataset, args.data_root, args.download)
     config = TrainConfig(architecture=args.model or DATASETS[args.dataset].default_model,
@@ -85,7 +51,7 @@ def cmd_train(args) -> dict:
 
 
 def cmd_unlearn(args) -> dict:
-    from core.experiment import RunConfig, run
+    from core.classification.experiment import RunConfig, run, save_run
 
     config = RunConfig(dataset=args.dataset, forget=args.forget, method=args.method, sparsity=args.sparsity,
                        seed=args.seed, epochs=args.epochs, lr=args.lr, alpha=args.alpha, masked=args.masked,
@@ -104,20 +70,8 @@ def cmd_unlearn(args) -> dict:
     return result.summary()
 
 
-def save_run(result, directory: Path) -> None:
-    from core.checkpoint import save_checkpoint, save_mask
-
-    directory.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(result.model.cpu(), directory / "model.safetensors",
-                    {**result.extra.get("meta", {}), "unlearning": result.config.to_dict()})
-    if result.mask is not None:
-        save_mask(result.mask, directory / "mask.safetensors")
-    (directory / "config.json").write_text(json.dumps(result.config.to_dict(), indent=2))
-    (directory / "metrics.json").write_text(json.dumps(result.summary(), indent=2))
-
-
 def cmd_mask(args) -> dict:
-    from core.experiment import Experiment, RunConfig
+    from core.classification.experiment import Experiment, RunConfig
     from core.saliency import layer_statistics
 
     config = RunConfig(dataset=args.dataset, forget=args.forget, sparsity=args.sparsity, seed=args.seed,
@@ -132,21 +86,10 @@ def cmd_mask(args) -> dict:
     return {"forget": args.forget, "sparsity": args.sparsity, "layers": rows}
 
 
-def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", default="mnist5k", help="mnist5k (default, offline), digits, mnist, fashion_mnist, cifar10, svhn")
-    p.add_argument("--data-root", default=None, help="folder holding torchvision datasets")
-    p.add_argument("--download", action="store_true", help="download a torchvision dataset (needs internet)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m core.cli", description="SalUn Lab: saliency unlearning, headless.")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def add_commands(sub) -> None:
+    """Add this area's subcommands to `python -m core.cli`."""
     p = sub.add_parser("train", help="train an original classifier")
-    _add_common(p)
+    add_common_options(p)
     p.add_argument("--model", default=None, help="small_cnn or resnet18 (default: the dataset's)")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -155,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("unlearn", help="unlearn a forget set from a trained classifier")
-    _add_common(p)
+    add_common_options(p)
     p.add_argument("--forget", default="class:3", help="class:K, random:SHARE or indices:PATH")
     p.add_argument("--method", default="salun", help="salun, retrain, ft, ga, rl, l1_sparse, ssd")
     p.add_argument("--sparsity", type=float, default=0.5, help="share of all weights the saliency mask selects")
@@ -169,35 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_unlearn)
 
     p = sub.add_parser("mask", help="per-layer statistics of the saliency mask")
-    _add_common(p)
+    add_common_options(p)
     p.add_argument("--forget", default="class:3")
     p.add_argument("--sparsity", type=float, default=0.5)
     p.add_argument("--checkpoint", default=None)
     p.set_defaults(func=cmd_mask)
-
-    generation_cli.add_commands(sub)
-    concept_cli.add_commands(sub)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        summary = args.func(args)
-    except SalunError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except CancelledError:
-        print("cancelled", file=sys.stderr)
-        return 130
-    except KeyboardInterrupt:
-        print("interrupted; nothing was saved", file=sys.stderr)
-        return 130
-    if args.json:
-        print(json.dumps(summary, default=float))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+from core.cli.common import add_common_options
+
 import sys
 import time
 from pathlib import Path
@@ -22,9 +24,9 @@ def _log_progress(every: int):
 
 
 def cmd_train_gen(args) -> dict:
-    from core.cli import ProgressBar
-    from core.diffusion import DEFAULT_GENERATOR, save_generator
-    from core.diffusion_train import GeneratorTrainConfig, train_generator
+    from core.cli.common import ProgressBar
+    from core.diffusion.model import DEFAULT_GENERATOR, save_generator
+    from core.diffusion.training import GeneratorTrainConfig, train_generator
 
     import torch
 
@@ -53,11 +55,11 @@ def cmd_train_gen(args) -> dict:
 def cmd_unlearn_gen(args) -> dict:
     import json
 
-    from core.cli import ProgressBar
+    from core.cli.common import ProgressBar
     from core.checkpoint import save_mask
-    from core.diffusion import save_generator
-    from core.diffusion_metrics import GENERATION_METRIC_LABELS
-    from core.diffusion_run import GenerationRunConfig, run_generation
+    from core.diffusion.model import save_generator
+    from core.diffusion.metrics import GENERATION_METRIC_LABELS
+    from core.diffusion.run import GenerationRunConfig, run_generation
 
     if args.threads:
         import torch
@@ -90,7 +92,7 @@ def cmd_unlearn_gen(args) -> dict:
 
 
 def cmd_eval_gen(args) -> dict:
-    from core.diffusion_run import GenerationRunConfig, evaluate_generator, load_models
+    from core.diffusion.run import GenerationRunConfig, evaluate_generator, load_models
 
     if args.threads:
         import torch
@@ -115,7 +117,7 @@ def cmd_eval_gen(args) -> dict:
         import json
 
         from core.checkpoint import sidecar_path
-        from core.diffusion import DEFAULT_GENERATOR
+        from core.diffusion.model import DEFAULT_GENERATOR
 
         sidecar = sidecar_path(Path(args.generator or DEFAULT_GENERATOR))
         values = json.loads(sidecar.read_text())
@@ -128,11 +130,10 @@ def cmd_eval_gen(args) -> dict:
 
 def add_commands(subparsers) -> None:
     """Add this area's subcommands to `python -m core.cli`."""
-    from core.cli import _add_common
-    from core.diffusion import DEFAULT_GUIDANCE, DEFAULT_SAMPLE_STEPS
+    from core.diffusion.model import DEFAULT_GUIDANCE, DEFAULT_SAMPLE_STEPS
 
     p = subparsers.add_parser("train-gen", help="train (or resume) the class-conditional diffusion generator")
-    _add_common(p)
+    add_common_options(p)
     p.add_argument("--workdir", default="runs/ddpm_mnist5k", help="folder for the resumable state")
     p.add_argument("--steps", type=int, default=6000)
     p.add_argument("--batch-size", type=int, default=64)
@@ -145,7 +146,7 @@ def add_commands(subparsers) -> None:
     p.set_defaults(func=cmd_train_gen)
 
     p = subparsers.add_parser("unlearn-gen", help="make the generator forget a class; metrics before and after")
-    _add_common(p)
+    add_common_options(p)
     p.add_argument("--forget", default="class:3", help="class:K")
     p.add_argument("--method", default="salun", help="salun, rl, ga, ft")
     p.add_argument("--sparsity", type=float, default=0.5, help="share of all weights the saliency mask selects")
@@ -163,7 +164,7 @@ def add_commands(subparsers) -> None:
     p.set_defaults(func=cmd_unlearn_gen)
 
     p = subparsers.add_parser("eval-gen", help="share of generated images the classifier recognises, per guidance")
-    _add_common(p)
+    add_common_options(p)
     p.add_argument("--generator", default=None, help="generator checkpoint (default: the shipped one)")
     p.add_argument("--checkpoint", default=None, help="classifier (default: the shipped one)")
     p.add_argument("--guidance", type=float, nargs="+", default=[1.0, 1.5, 2.0])

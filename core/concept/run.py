@@ -25,10 +25,11 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from core.concept_pipeline import (TINY_MODEL, default_resolution, encode_images, encode_prompts, generate,
+from core.concept.pipeline import (TINY_MODEL, default_resolution, encode_images, encode_prompts, generate,
                                    load_pipeline, read_image_folder)
-from core.concept_train import Progress, expand_batch, noised, forget_gradients, train_salun
+from core.concept.training import expand_batch, noised, forget_gradients, train_salun
 from core.errors import SalunError, check_fraction, check_positive
+from core.steps import Progress
 from core.saliency import mask_fraction, saliency_mask
 
 PhaseProgress = Callable[[str], Progress]  # phase name -> progress callback, like core.cli.ProgressBar.phase

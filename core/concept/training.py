@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import math
 from contextlib import nullcontext
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 from core.errors import SalunError
 from core.saliency import MaskConstraint, accumulate_gradients
-from core.training import check_finite
-
-Progress = Callable[[int, int, float], None]
+from core.steps import Progress, check_finite
 
 
 def noised(scheduler, latents, generator, timesteps=None):

@@ -2,7 +2,7 @@
 
     method.run(model, data, params, mask=None, progress=None) -> list of step losses
 
-as for the classifier methods (core.unlearning): `model` is a private copy changed in place
+as for the classifier methods (core.classification.methods): `model` is a private copy changed in place
 (`unlearn_generator` makes it, so the original is never touched), `params` holds the method's
 `defaults`, and a `mask` is a hard constraint: weights outside it end bit-identical to where they
 started, whatever Adam's moments or weight decay would do. `progress(done, total, loss)` is called
@@ -26,12 +26,11 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from core.diffusion import DEFAULT_GUIDANCE, ConditionalUNet, check_class, check_guidance, to_model_range, train_scheduler
-from core.diffusion_train import diffusion_loss
+from core.diffusion.model import DEFAULT_GUIDANCE, ConditionalUNet, check_class, check_guidance, to_model_range, train_scheduler
+from core.diffusion.training import diffusion_loss
 from core.errors import SalunError, check_fraction, check_positive
 from core.saliency import DEFAULT_SPARSITY, Mask, MaskConstraint, accumulate_gradients, saliency_mask
-from core.training import Progress
-from core.unlearning import MaskedSteps
+from core.steps import MaskedSteps, Progress
 
 
 @dataclass

@@ -16,12 +16,12 @@ from pathlib import Path
 
 from core.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from core.data import load_dataset, parse_forget
-from core.diffusion import DEFAULT_GENERATOR, DEFAULT_GUIDANCE, DEFAULT_SAMPLE_STEPS, ConditionalUNet, check_guidance, load_generator
-from core.diffusion_metrics import generation_metrics
-from core.diffusion_unlearn import GenerationUnlearning, generation_split, get_generation_method, unlearn_generator
+from core.diffusion.model import DEFAULT_GENERATOR, DEFAULT_GUIDANCE, DEFAULT_SAMPLE_STEPS, ConditionalUNet, check_guidance, load_generator
+from core.diffusion.metrics import generation_metrics
+from core.diffusion.methods import GenerationUnlearning, generation_split, get_generation_method, unlearn_generator
 from core.errors import SalunError, check_fraction, check_positive
 from core.saliency import DEFAULT_SPARSITY
-from core.training import Progress
+from core.steps import Progress
 
 DEFAULT_PER_CLASS = 30
 

@@ -11,6 +11,7 @@ Same config and seed, same result.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -18,14 +19,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from core.checkpoint import ASSETS, load_checkpoint
+from core.checkpoint import ASSETS, load_checkpoint, save_checkpoint, save_mask
 from core.data import DATASETS, ForgetSplit, ImageDataset, load_dataset, make_split, parse_forget
 from core.errors import CheckpointError, SalunError, check_fraction
-from core.metrics import avg_gap, evaluate
-from core.models import default_device
+from core.classification.metrics import avg_gap, evaluate
+from core.classification.models import default_device
 from core.saliency import DEFAULT_SPARSITY, Mask, classifier_gradients, saliency_mask
-from core.training import Progress, TrainConfig, copy_model
-from core.unlearning import UnlearnData, get_method, method_params
+from core.classification.training import TrainConfig, copy_model
+from core.steps import Progress
+from core.classification.methods import UnlearnData, get_method, method_params
 
 
 def default_checkpoint(dataset: str) -> Path:
@@ -194,3 +196,14 @@ def run(config: RunConfig, progress: Progress | None = None, compare_retrain: bo
         result.retrain = (result if result.method == "retrain" else
                           experiment.unlearn("retrain", seed=config.seed, progress=retrain_progress))
     return result
+
+
+def save_run(result: RunResult, directory: Path) -> None:
+    """The run as files: unlearned weights with their sidecar, the mask, config.json and metrics.json."""
+    directory.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(result.model.cpu(), directory / "model.safetensors",
+                    {**result.extra.get("meta", {}), "unlearning": result.config.to_dict()})
+    if result.mask is not None:
+        save_mask(result.mask, directory / "mask.safetensors")
+    (directory / "config.json").write_text(json.dumps(result.config.to_dict(), indent=2))
+    (directory / "metrics.json").write_text(json.dumps(result.summary(), indent=2))

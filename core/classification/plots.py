@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from plotly.subplots import make_subplots
 
-from core.metrics import METRIC_LABELS
+from core.classification.metrics import METRIC_LABELS
 
 # One colour per role, used the same way in every figure.
 COLORS = {"before": "#7f7f7f", "after": "#d62728", "retrain": "#1f77b4",
@@ -257,7 +257,7 @@ def membership_figure(panels: dict[str, dict]) -> go.Figure:
 
 def sweep_figure(summary: list[dict], retrain: dict | None = None,
                  keys=("ua", "ra", "ta", "mia_efficacy")) -> go.Figure:
-    """Mean ± std over seeds of each metric against sparsity (core.analysis.summarize_sweep rows),
+    """Mean ± std over seeds of each metric against sparsity (core.classification.analysis.summarize_sweep rows),
     with Retrain's values as dashed reference lines."""
     fig = make_subplots(rows=1, cols=len(keys), subplot_titles=[METRIC_LABELS[k] for k in keys])
     x = [r["sparsity"] * 100 for r in summary]

@@ -18,9 +18,9 @@ SD_DEFAULTS = {"lr": 1e-5, "epochs": 1, "images_per_prompt": 8, "batch_size": 8,
 
 
 def cmd_unlearn_concept(args) -> dict:
-    from core.cli import ProgressBar
-    from core.concept import ConceptConfig, make_accelerator, save_concept_result, unlearn_concept
-    from core.concept_pipeline import TINY_MODEL
+    from core.cli.common import ProgressBar
+    from core.concept.run import ConceptConfig, make_accelerator, save_concept_result, unlearn_concept
+    from core.concept.pipeline import TINY_MODEL
 
     defaults = TINY_DEFAULTS if args.model.strip() == TINY_MODEL else SD_DEFAULTS
     chosen = {key: getattr(args, key) if getattr(args, key) is not None else value for key, value in defaults.items()}

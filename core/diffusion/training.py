@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 
 from core.data import load_dataset
-from core.diffusion import ConditionalUNet, UNetConfig, build_generator, save_generator, to_model_range, train_scheduler
+from core.diffusion.model import ConditionalUNet, UNetConfig, build_generator, save_generator, to_model_range, train_scheduler
 from core.errors import SalunError, check_fraction, check_positive
-from core.training import Progress, check_finite
+from core.steps import Progress, check_finite
 
 
 @dataclass

@@ -19,7 +19,7 @@ import torch
 from sklearn.svm import SVC
 
 from core.data import ForgetSplit, ImageDataset
-from core.training import predict
+from core.classification.training import predict
 
 METRIC_DEFINITIONS = {
     "ua": "Unlearning accuracy: 100 − accuracy on the forget set. Higher means more forgotten.",

@@ -82,7 +82,7 @@ def sparsity_sweep(experiment, sparsities: Iterable[float], seeds: Iterable[int]
     `progress(done, total, loss)` counts the runs in thousandths (raise from it to cancel the sweep);
     `lookup(config)` may return an earlier RunResult to reuse; `on_result(result)` receives each one.
     """
-    from core.experiment import RunConfig
+    from core.classification.experiment import RunConfig
 
     sparsities = [check_fraction("sparsity", s) for s in sparsities]
     seeds = [int(s) for s in seeds]

@@ -19,9 +19,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from core.diffusion import DEFAULT_GUIDANCE, DEFAULT_SAMPLE_STEPS, ConditionalUNet, check_class, class_grid_labels, generate
+from core.diffusion.model import DEFAULT_GUIDANCE, DEFAULT_SAMPLE_STEPS, ConditionalUNet, check_class, class_grid_labels, generate
 from core.errors import check_positive
-from core.training import predict
+from core.classification.training import predict
 
 GENERATION_METRIC_LABELS = {
     "ua": "UA (generation)",

@@ -1,0 +1,12 @@
+"""The `salun` command (also `python -m core.cli`): one subcommand module per family.
+
+    classify.py    train, unlearn, mask
+    generation.py  train-gen, unlearn-gen, eval-gen
+    concept.py     unlearn-concept
+    common.py      progress bar, shared options, exit status
+    commands.py    the parser and `main(argv)`
+"""
+
+from core.cli.commands import build_parser, main
+
+__all__ = ["build_parser", "main"]

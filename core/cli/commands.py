@@ -1,0 +1,45 @@
+"""Command line over core/: every experiment the app runs, headless.
+
+    python -m core.cli train | unlearn | mask | train-gen | unlearn-gen | eval-gen | unlearn-concept
+
+Errors a user can cause print one line on stderr and exit with status 2. With --json the last line
+of stdout is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from core.cli import classify, concept, generation
+from core.cli.common import EXIT_USER_ERROR
+from core.errors import CancelledError, SalunError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m core.cli", description="SalUn Lab: saliency unlearning, headless.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    classify.add_commands(sub)
+    generation.add_commands(sub)
+    concept.add_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        summary = args.func(args)
+    except SalunError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except CancelledError:
+        print("cancelled", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("interrupted; nothing was saved", file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps(summary, default=float))
+    return 0
