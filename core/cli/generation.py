@@ -1,7 +1,10 @@
 """CLI commands for class-conditional diffusion; registered by core.cli.
 
-    python -m core.cli train-gen  --workdir runs/ddpm_mnist5k --save assets/ddpm_mnist5k.safetensors
-    python -m core.cli unlearn-gen --forget class:3 --method salun --seed 0 --json
+    python -m core.cli train-gen  --dataset fashion_mnist        (resumable; saves assets/ddpm_fashion_mnist.safetensors)
+    python -m core.cli unlearn-gen --dataset fashion_mnist --forget class:7 --method salun --seed 0 --json
+
+`--dataset` picks that dataset's shipped generator and classifier (default: mnist5k, or the dataset of
+a generator given with --generator); a dataset without a generator is a one-line error.
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ def _log_progress(every: int):
 
 
 def cmd_train_gen(args) -> dict:
+    from core.checkpoint import ASSETS
     from core.cli.common import ProgressBar
-    from core.diffusion.model import DEFAULT_GENERATOR, save_generator
+    from core.diffusion.model import SHIPPED_GENERATORS, save_generator
     from core.diffusion.training import GeneratorTrainConfig, train_generator
 
     import torch
@@ -39,14 +43,15 @@ def cmd_train_gen(args) -> dict:
         progress = _log_progress(args.log_every)
     else:
         progress = ProgressBar(not args.quiet).phase("train-gen")
-    model, summary = train_generator(config, args.workdir, progress=progress,
+    workdir = args.workdir or f"runs/ddpm_{args.dataset}"
+    model, summary = train_generator(config, workdir, progress=progress,
                                      checkpoint_every_s=args.checkpoint_every,
                                      stop_after_s=args.stop_after * 60 if args.stop_after else None,
                                      meta={"command": command})
     if summary["steps_done"] < config.steps:
         print(f"stopped at step {summary['steps_done']}/{config.steps}; run the same command again to resume")
         return summary
-    save = Path(args.save) if args.save else DEFAULT_GENERATOR
+    save = Path(args.save) if args.save else SHIPPED_GENERATORS.get(args.dataset, ASSETS / f"ddpm_{args.dataset}.safetensors")
     save_generator(model, save, summary)
     print(f"trained {summary['steps_done']} steps in {summary['training_seconds'] / 60:.1f} min; saved {save}")
     return {**summary, "path": str(save)}
@@ -68,7 +73,8 @@ def cmd_unlearn_gen(args) -> dict:
     config = GenerationRunConfig(forget=args.forget, method=args.method, seed=args.seed, sparsity=args.sparsity,
                                  masked=args.masked, steps=args.steps, lr=args.lr, alpha=args.alpha,
                                  guidance=args.guidance, sample_steps=args.sample_steps, per_class=args.per_class,
-                                 generator=args.generator, classifier=args.checkpoint).validate()
+                                 generator=args.generator, classifier=args.checkpoint,
+                                 dataset=args.dataset).validate().resolved()
     bar = ProgressBar(not args.quiet)
     result = run_generation(config, progress=bar.phase(config.method))
     bar.close()
@@ -84,6 +90,7 @@ def cmd_unlearn_gen(args) -> dict:
         (directory / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
         (directory / "metrics.json").write_text(json.dumps(summary, indent=2, default=float))
     if not args.json:
+        print(f"{config.dataset}: generator {config.generator}, judged by {config.classifier}, guidance {config.guidance}")
         print(f"{'metric':<42}{'before':>10}{'after':>10}")
         for key in ("ua", "retained_accuracy", "frechet_retained"):
             print(f"{GENERATION_METRIC_LABELS[key]:<42}{summary['before'][key]:>10.2f}{summary[key]:>10.2f}")
@@ -98,28 +105,29 @@ def cmd_eval_gen(args) -> dict:
         import torch
 
         torch.set_num_threads(args.threads)
-    generator, meta, classifier, _ = load_models(args.generator, args.checkpoint)
+    where = GenerationRunConfig(generator=args.generator, classifier=args.checkpoint, dataset=args.dataset).resolved()
+    generator, meta, classifier, _ = load_models(where.generator, where.classifier)
     rows = []
     for guidance in args.guidance:
         config = GenerationRunConfig(guidance=guidance, sample_steps=args.sample_steps, per_class=args.per_class,
                                      seed=args.seed).validate()
-        result = evaluate_generator(generator, classifier, None, config, meta.get("dataset", "mnist5k"))
+        result = evaluate_generator(generator, classifier, None, config, where.dataset)
         row = {"guidance": guidance, "recognised": result["recognised"], "frechet_all": result["frechet_all"],
                "per_class_accuracy": [round(a, 1) for a in result["per_class_accuracy"]]}
         rows.append(row)
         if not args.json:
             print(f"guidance {guidance:<5} recognised {row['recognised']:6.2f}%  Fréchet (classifier features) "
                   f"{row['frechet_all']:8.3f}  per class {row['per_class_accuracy']}", flush=True)
-    summary = {"generator": args.generator, "steps_done": meta.get("steps_done"), "sample_steps": args.sample_steps,
-               "per_class": args.per_class, "seed": args.seed, "classifier": args.checkpoint or "shipped",
+    summary = {"dataset": where.dataset, "generator": where.generator, "steps_done": meta.get("steps_done"),
+               "sample_steps": args.sample_steps, "per_class": args.per_class, "seed": args.seed,
+               "classifier": where.classifier,
                "command": " ".join(["python -m core.cli"] + sys.argv[1:]), "rows": rows}
     if args.record:
         import json
 
         from core.checkpoint import sidecar_path
-        from core.diffusion.model import DEFAULT_GENERATOR
 
-        sidecar = sidecar_path(Path(args.generator or DEFAULT_GENERATOR))
+        sidecar = sidecar_path(Path(where.generator))
         values = json.loads(sidecar.read_text())
         values["evaluation"] = {k: v for k, v in summary.items() if k != "generator"}
         tmp = sidecar.with_name(sidecar.name + ".partial")
@@ -130,11 +138,11 @@ def cmd_eval_gen(args) -> dict:
 
 def add_commands(subparsers) -> None:
     """Add this area's subcommands to `python -m core.cli`."""
-    from core.diffusion.model import DEFAULT_GUIDANCE, DEFAULT_SAMPLE_STEPS
+    from core.diffusion.model import DEFAULT_SAMPLE_STEPS
 
     p = subparsers.add_parser("train-gen", help="train (or resume) the class-conditional diffusion generator")
     add_common_options(p)
-    p.add_argument("--workdir", default="runs/ddpm_mnist5k", help="folder for the resumable state")
+    p.add_argument("--workdir", default=None, help="folder for the resumable state (default: runs/ddpm_<dataset>)")
     p.add_argument("--steps", type=int, default=6000)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1.5e-3)
@@ -142,7 +150,7 @@ def add_commands(subparsers) -> None:
     p.add_argument("--checkpoint-every", type=float, default=180.0, help="seconds between state saves")
     p.add_argument("--stop-after", type=float, default=None, help="minutes; stop (resumably) after this long")
     p.add_argument("--log-every", type=int, default=0, help="print a log line every N steps instead of a bar")
-    p.add_argument("--save", default=None, help="where the final EMA weights go (default: the shipped generator)")
+    p.add_argument("--save", default=None, help="where the final EMA weights go (default: assets/ddpm_<dataset>.safetensors)")
     p.set_defaults(func=cmd_train_gen)
 
     p = subparsers.add_parser("unlearn-gen", help="make the generator forget a class; metrics before and after")
@@ -154,22 +162,23 @@ def add_commands(subparsers) -> None:
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the method's)")
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--alpha", type=float, default=None, help="weight of the retained-class diffusion loss")
-    p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE, help="classifier-free guidance for sampling")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance for sampling (default: the generator's own, from its sidecar)")
     p.add_argument("--sample-steps", type=int, default=DEFAULT_SAMPLE_STEPS, help="DDIM steps per image")
     p.add_argument("--per-class", type=int, default=30, help="images generated per class for the metrics")
-    p.add_argument("--generator", default=None, help="generator checkpoint (default: the shipped one)")
-    p.add_argument("--checkpoint", default=None, help="classifier that judges the images (default: the shipped one)")
+    p.add_argument("--generator", default=None, help="generator checkpoint (default: the dataset's shipped one)")
+    p.add_argument("--checkpoint", default=None, help="classifier that judges the images (default: the dataset's shipped one)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--save", default=None, help="folder for the unlearned generator, mask, config and metrics")
-    p.set_defaults(func=cmd_unlearn_gen)
+    p.set_defaults(func=cmd_unlearn_gen, dataset=None)
 
     p = subparsers.add_parser("eval-gen", help="share of generated images the classifier recognises, per guidance")
     add_common_options(p)
-    p.add_argument("--generator", default=None, help="generator checkpoint (default: the shipped one)")
-    p.add_argument("--checkpoint", default=None, help="classifier (default: the shipped one)")
+    p.add_argument("--generator", default=None, help="generator checkpoint (default: the dataset's shipped one)")
+    p.add_argument("--checkpoint", default=None, help="classifier (default: the dataset's shipped one)")
     p.add_argument("--guidance", type=float, nargs="+", default=[1.0, 1.5, 2.0])
     p.add_argument("--sample-steps", type=int, default=DEFAULT_SAMPLE_STEPS)
     p.add_argument("--per-class", type=int, default=30)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--record", action="store_true", help="store the figures in the generator's JSON sidecar")
-    p.set_defaults(func=cmd_eval_gen)
+    p.set_defaults(func=cmd_eval_gen, dataset=None)

@@ -21,9 +21,31 @@ from torch import nn
 from core.checkpoint import ASSETS, load_state_strict, read_meta, read_tensors, save_checkpoint
 from core.errors import CheckpointError, SalunError, check_positive
 
-DEFAULT_GENERATOR = ASSETS / "ddpm_mnist5k.safetensors"
-DEFAULT_GUIDANCE = 2.0  # tuned with the shipped generator: see its sidecar's "evaluation"
+# One shipped generator per dataset that has one; each is judged by that dataset's shipped classifier.
+SHIPPED_GENERATORS = {
+    "mnist5k": ASSETS / "ddpm_mnist5k.safetensors",
+    "fashion_mnist": ASSETS / "ddpm_fashion_mnist.safetensors",
+}
+DEFAULT_GENERATOR = SHIPPED_GENERATORS["mnist5k"]
+DEFAULT_GUIDANCE = 2.0  # the digit generator's; each generator's own is in its sidecar (default_guidance)
 DEFAULT_SAMPLE_STEPS = 20
+
+
+def default_generator(dataset: str) -> Path:
+    """The shipped generator for `dataset`; a dataset without one is a SalunError, never a quiet substitute."""
+    path = SHIPPED_GENERATORS.get(dataset)
+    if path is None:
+        raise SalunError(f"no shipped generator for dataset {dataset!r}; generators exist for: "
+                         f"{', '.join(SHIPPED_GENERATORS)} (or pass --generator with one you trained)")
+    if not path.is_file():
+        raise SalunError(f"the generator for {dataset!r} is not in {str(path.parent)!r} yet; train it with "
+                         f"`python -m core.cli train-gen --dataset {dataset}` or pass --generator")
+    return path
+
+
+def default_guidance(meta: dict) -> float:
+    """The guidance a generator was tuned for (its sidecar's evaluation), else the digit generator's."""
+    return float(meta.get("evaluation", {}).get("default_guidance", DEFAULT_GUIDANCE))
 
 
 @dataclass

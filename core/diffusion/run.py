@@ -1,22 +1,24 @@
 """One generation-forgetting run, from a small serialisable config to before/after metrics.
 
-    config = GenerationRunConfig(forget="class:3", method="salun", seed=0)
+    config = GenerationRunConfig(dataset="fashion_mnist", forget="class:7", method="salun", seed=0)
     result = run_generation(config)
     result.after["ua"], result.before["retained_accuracy"], result.rte_seconds
 
 The before and after figures come from images generated with the same seeds, so every generated image
-after unlearning has a twin before it.
+after unlearning has a twin before it. A dataset names its shipped generator and the shipped classifier
+that judges it; a dataset without a generator is an error, never a quiet substitution.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 
-from core.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
-from core.data import load_dataset, parse_forget
-from core.diffusion.model import DEFAULT_GENERATOR, DEFAULT_GUIDANCE, DEFAULT_SAMPLE_STEPS, ConditionalUNet, check_guidance, load_generator
+from core.checkpoint import load_checkpoint, read_meta
+from core.data import DEFAULT_DATASET, load_dataset, parse_forget
+from core.diffusion.model import (DEFAULT_SAMPLE_STEPS, ConditionalUNet, check_guidance, default_generator,
+                                  default_guidance, load_generator)
 from core.diffusion.metrics import generation_metrics
 from core.diffusion.methods import GenerationUnlearning, generation_split, get_generation_method, unlearn_generator
 from core.errors import SalunError, check_fraction, check_positive
@@ -36,11 +38,12 @@ class GenerationRunConfig:
     steps: int | None = None
     lr: float | None = None
     alpha: float | None = None
-    guidance: float = DEFAULT_GUIDANCE
+    guidance: float | None = None  # default: the generator's own (its sidecar), 2.0 for the digits
     sample_steps: int = DEFAULT_SAMPLE_STEPS
     per_class: int = DEFAULT_PER_CLASS  # images generated per class for the metrics
-    generator: str | None = None  # default: the shipped generator
-    classifier: str | None = None  # default: the shipped classifier
+    generator: str | None = None  # default: the dataset's shipped generator
+    classifier: str | None = None  # default: the dataset's shipped classifier
+    dataset: str | None = None  # default: the generator's (its sidecar), mnist5k when no generator is given
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -63,7 +66,8 @@ class GenerationRunConfig:
         self.forget_class()
         get_generation_method(self.method)
         check_fraction("sparsity", self.sparsity)
-        check_guidance(self.guidance)
+        if self.guidance is not None:
+            check_guidance(self.guidance)
         check_positive("sampling steps", self.sample_steps, integer=True)
         check_positive("images per class", self.per_class, integer=True)
         if self.steps is not None:
@@ -71,6 +75,46 @@ class GenerationRunConfig:
         if self.lr is not None:
             check_positive("learning rate", self.lr)
         return self
+
+    def resolved(self) -> "GenerationRunConfig":
+        """A copy naming exactly what runs: dataset, generator and classifier files, guidance.
+
+        Reads only the generator's sidecar. A generator given explicitly decides the dataset; a
+        `dataset` that contradicts it is an error.
+        """
+        generator, dataset, meta = resolve_generator(self.generator, self.dataset)
+        classifier = self.classifier or str(_default_classifier(dataset))
+        return replace(self, generator=str(generator), classifier=str(classifier)).fitted_to(meta)
+
+    def fitted_to(self, generator_meta: dict) -> "GenerationRunConfig":
+        """A copy with the dataset and default guidance of the generator whose sidecar this is."""
+        trained_on = generator_meta.get("dataset", DEFAULT_DATASET)
+        if self.dataset is not None and self.dataset != trained_on:
+            raise SalunError(f"the generator was trained on {trained_on!r}, not {self.dataset!r}")
+        guidance = self.guidance if self.guidance is not None else default_guidance(generator_meta)
+        return replace(self, dataset=trained_on, guidance=guidance)
+
+
+def _default_classifier(dataset: str) -> Path:
+    from core.classification.experiment import default_checkpoint
+
+    return default_checkpoint(dataset)
+
+
+def resolve_generator(generator: str | Path | None = None, dataset: str | None = None) -> tuple[Path, str, dict]:
+    """(generator path, its dataset, its sidecar) for a generator file or a dataset's shipped one."""
+    if generator is None:
+        path = default_generator(dataset or DEFAULT_DATASET)
+    else:
+        path = Path(generator)
+        if not path.is_file():
+            raise SalunError(f"generator {str(path)!r} does not exist")
+    meta = read_meta(path, required=("architecture",))
+    trained_on = meta.get("dataset", DEFAULT_DATASET)
+    if dataset is not None and dataset != trained_on:
+        raise SalunError(f"generator {path.name!r} was trained on {trained_on!r}, not {dataset!r}; "
+                         f"drop --generator to use the shipped one for {dataset!r}")
+    return path, trained_on, meta
 
 
 @dataclass
@@ -89,15 +133,19 @@ class GenerationRunResult:
         keys = ("ua", "retained_accuracy", "frechet_retained", "forget_accuracy", "per_class_accuracy")
         pick = lambda m: {k: m[k] for k in keys}  # noqa: E731
         return {"method": self.config.method, "forget": self.config.forget, "seed": self.config.seed,
-                **pick(self.after), "rte_seconds": self.rte_seconds, "before": pick(self.before),
+                "dataset": self.config.dataset, "generator": self.config.generator,
+                "classifier": self.config.classifier, **pick(self.after), "rte_seconds": self.rte_seconds, "before": pick(self.before),
                 "params": self.unlearning.params, "guidance": self.config.guidance,
                 "sample_steps": self.config.sample_steps, "per_class": self.config.per_class}
 
 
-def load_models(generator: str | Path | None = None, classifier: str | Path | None = None):
-    """The generator and the classifier that judges it, with their sidecars."""
-    gen, gen_meta = load_generator(generator or DEFAULT_GENERATOR)
-    clf, clf_meta = load_checkpoint(classifier or DEFAULT_CHECKPOINT)
+def load_models(generator: str | Path | None = None, classifier: str | Path | None = None,
+                dataset: str | None = None):
+    """The generator and the classifier that judges it, with their sidecars: by default the shipped
+    pair for `dataset` (mnist5k), or for the dataset a given generator was trained on."""
+    path, trained_on, _ = resolve_generator(generator, dataset)
+    gen, gen_meta = load_generator(path)
+    clf, clf_meta = load_checkpoint(classifier or _default_classifier(trained_on))
     if len(clf_meta["class_names"]) != gen.num_classes:
         raise SalunError(f"the classifier knows {len(clf_meta['class_names'])} classes, the generator {gen.num_classes}")
     return gen, gen_meta, clf, clf_meta
@@ -116,9 +164,13 @@ def run_generation(config: GenerationRunConfig, progress: Progress | None = None
     """Unlearn, then measure before and after. Pass `models` (from load_models) and a `before` result
     computed with the same config to reuse them."""
     config.validate()
-    generator, gen_meta, classifier, _ = models or load_models(config.generator, config.classifier)
+    if models is None:
+        config = config.resolved()
+        models = load_models(config.generator, config.classifier)
+    generator, gen_meta, classifier, _ = models
+    config = config.fitted_to(gen_meta)
     forget_class = config.forget_class()
-    dataset = load_dataset(gen_meta.get("dataset", "mnist5k"))
+    dataset = load_dataset(config.dataset)
     data = generation_split(dataset, forget_class)
     if before is None:
         before = evaluate_generator(generator, classifier, forget_class, config, dataset.name)
