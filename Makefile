@@ -3,9 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install app test browser bench clean
+.PHONY: install app test browser fashion-mnist bench clean
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed fashion-mnist
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,12 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 		echo "chromium not installed: the browser test will be skipped"
+
+# Full Fashion-MNIST (70,000 images) ships as Debian's dataset-fashion-mnist; install it when it is missing and we may.
+fashion-mnist:
+	@[ -f /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz ] || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null; } || \
+		echo "dataset-fashion-mnist not installed: --dataset fashion_mnist needs --data-root (or SALUN_DATA_ROOT)"
 
 test: install browser
 	$(BIN)/python -m pytest -q
