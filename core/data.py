@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -220,40 +221,79 @@ class ForgetTarget:
         return f"{self.kind}:{self.value}"
 
 
+MAX_INDEX_FILE_BYTES = 16 * 2**20  # a list of every index of a 60,000-image training set is < 0.5 MiB
+_WHOLE = re.compile(r"[+-]?[0-9]+")  # ASCII digits only: int() would also take '٣' or '1_0'
+
+
+def shown(value, limit: int = 60) -> str:
+    """`repr(value)`, cut to `limit` characters, so a hostile input still gives one short line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 5] + "…" + text[-4:]
+
+
 def parse_forget(spec: str) -> ForgetTarget:
+    """`class:K`, `random:SHARE` or `indices:PATH`; anything else is a SalunError naming what is allowed."""
     allowed = "allowed: class:K, random:SHARE (0 < SHARE <= 1), indices:PATH"
     if isinstance(spec, ForgetTarget):
         return spec
-    kind, sep, value = str(spec).partition(":")
+    if not isinstance(spec, str):
+        raise SalunError(f"forget target must be text such as 'class:3', got {shown(spec)}")
+    kind, sep, value = spec.partition(":")
+    value = value.strip()
     if not sep or not value:
-        raise SalunError(f"forget target {spec!r} is not understood; {allowed}")
+        raise SalunError(f"forget target {shown(spec)} is not understood; {allowed}")
     kind = kind.strip().lower()
     if kind == "class":
-        try:
-            return ForgetTarget("class", int(value))
-        except ValueError:
-            raise SalunError(f"class in forget target {spec!r} must be a whole number") from None
+        if not _WHOLE.fullmatch(value) or len(value) > 12:
+            raise SalunError(f"class in forget target {shown(spec)} must be a whole number")
+        return ForgetTarget("class", int(value))
     if kind == "random":
         return ForgetTarget("random", check_fraction("random forget share", value))
     if kind in ("indices", "file"):
+        if "\x00" in value:
+            raise SalunError(f"index file name in {shown(spec)} contains a NUL character")
         return ForgetTarget("indices", value)
-    raise SalunError(f"unknown forget kind {kind!r} in {spec!r}; {allowed}")
+    raise SalunError(f"unknown forget kind {shown(kind)} in {shown(spec)}; {allowed}")
 
 
-def read_index_list(text: str, n_train: int, source: str = "index list") -> np.ndarray:
-    """Parse whitespace/comma-separated integer indices into the training set."""
+def read_index_list(text: str | bytes, n_train: int, source: str = "index list") -> np.ndarray:
+    """Parse whitespace/comma-separated integer indices into the training set (0 .. n_train-1), deduplicated."""
+    if isinstance(text, (bytes, bytearray)):
+        try:
+            text = bytes(text).decode("utf-8")
+        except UnicodeDecodeError:
+            raise SalunError(f"{source} is not a text file of indices") from None
+    if not isinstance(text, str):
+        raise SalunError(f"{source} must be text, got {type(text).__name__}")
+    if len(text) > MAX_INDEX_FILE_BYTES:
+        raise SalunError(f"{source} is {len(text) / 2**20:.1f} MiB; an index list is limited to "
+                         f"{MAX_INDEX_FILE_BYTES // 2**20} MiB")
     tokens = text.replace(",", " ").split()
-    try:
-        indices = np.array([int(t) for t in tokens], dtype=np.int64)
-    except ValueError:
-        bad = next(t for t in tokens if not t.lstrip("-").isdigit())
-        raise SalunError(f"{source}: {bad!r} is not an integer index") from None
-    if indices.size == 0:
+    for token in tokens:
+        if not _WHOLE.fullmatch(token):
+            raise SalunError(f"{source}: {shown(token)} is not an integer index")
+        if len(token.lstrip("+-")) > 18 or not 0 <= int(token) < n_train:
+            raise SalunError(f"{source}: index {shown(token)[1:-1]} is outside the training set (0..{n_train - 1})")
+    if not tokens:
         raise SalunError(f"{source} is empty: the forget set needs at least one training index")
-    out_of_range = indices[(indices < 0) | (indices >= n_train)]
-    if out_of_range.size:
-        raise SalunError(f"{source}: index {int(out_of_range[0])} is outside the training set (0..{n_train - 1})")
-    return np.unique(indices)
+    return np.unique(np.array([int(t) for t in tokens], dtype=np.int64))
+
+
+def read_index_file(path: str | Path, n_train: int) -> np.ndarray:
+    """An index list from a file on this machine: size-checked before it is read, UTF-8 text only."""
+    path = Path(path)
+    source = f"index file {str(path)!r}"
+    try:
+        if not path.is_file():
+            raise SalunError(f"{source} does not exist")
+        size = path.stat().st_size
+        if size > MAX_INDEX_FILE_BYTES:
+            raise SalunError(f"{source} is {size / 2**20:.1f} MiB; an index list is limited to "
+                             f"{MAX_INDEX_FILE_BYTES // 2**20} MiB")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SalunError(f"{source} is unreadable: {exc.strerror or exc}") from None
+    return read_index_list(data, n_train, source=source)
 
 
 @dataclass
@@ -295,10 +335,7 @@ def make_split(dataset: ImageDataset, target: ForgetTarget | str, seed: int = 0)
         rng = np.random.default_rng(seed)
         forget = np.sort(rng.choice(n_train, size=n_forget, replace=False))
     else:
-        path = Path(str(target.value))
-        if not path.is_file():
-            raise SalunError(f"index file {str(path)!r} does not exist")
-        forget = read_index_list(path.read_text(), n_train, source=f"index file {str(path)!r}")
+        forget = read_index_file(str(target.value), n_train)
     if forget.size == 0:
         raise SalunError(f"forget target {target} selects no training images")
     if forget.size == n_train:
