@@ -100,4 +100,3 @@ def public_message(exc: BaseException | str, hosted: bool) -> str:
     """The one line to show for a user error: as is locally, without server paths in hosted mode."""
     text = " ".join(str(exc).split())
     return strip_paths(text) if hosted else text
-from core.limits import Limits
