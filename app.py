@@ -6,18 +6,13 @@ moves between them. Each page lays out widgets and calls core/.
 
 import streamlit as st
 
-from pages.common import routed
+from pages import ui
 
 st.set_page_config(page_title="SalUn Lab", page_icon=":material/psychology_alt:", layout="wide")
 
 # Streamlit forgets a widget's value when a page without that widget runs; re-assigning keeps the
 # choice (dataset, class, seed, ...) when the visitor comes back or opens another page.
-_KEPT = ("pick_dataset", "pick_checkpoint", "pick_data_root", "pick_kind", "pick_class", "pick_share",
-         "pick_indices_text", "pick_seed", "home_class", "un_methods", "un_sparsity", "un_masked", "sal_sparsity",
-         "sal_view")
-for _key in _KEPT:
-    if _key in st.session_state:
-        st.session_state[_key] = st.session_state[_key]
+ui.keep_choices()
 
 pages = {
     "Classification": [
@@ -31,5 +26,5 @@ pages = {
         st.Page("pages/concept.py", title="Stable Diffusion: forget a concept", icon=":material/palette:"),
     ],
 }
-with routed():
+with ui.routed():
     st.navigation(pages).run()

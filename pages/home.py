@@ -9,7 +9,9 @@ from __future__ import annotations
 import streamlit as st
 
 from core.errors import SalunError
-from pages import common
+from pages import ui
+
+KEPT = ui.kept("home_class")  # the choice outlives a visit to another page
 
 INTRO = """
 A trained network remembers its training data. **Machine unlearning** makes it forget part of that data —
@@ -24,7 +26,7 @@ here, every training image of one digit — as if it had never seen it, without 
 
 
 def main() -> None:
-    common.ensure_navigation()
+    ui.ensure_navigation()
     st.title("SalUn Lab: make a network forget")
     st.markdown(INTRO)
 
@@ -32,9 +34,9 @@ def main() -> None:
     # the choices and the button come first; the example digits are filled in above them once the
     # data has loaded, so a first visit can click within seconds
     images = st.container()
-    class_names = common.shipped_class_names()
-    chosen = common.class_picker(None, class_names, "home_class")
-    target = common.Target(common.SHIPPED_DATASET, f"class:{chosen}", None, None, 0)
+    class_names = ui.shipped_class_names()
+    chosen = ui.class_picker(None, class_names, "home_class")
+    target = ui.Target(ui.SHIPPED_DATASET, f"class:{chosen}", None, None, 0)
 
     st.subheader("2 · Forget it")
     st.caption("Runs SalUn with its default settings on the shipped model (5,000 MNIST digits, small CNN). "
@@ -43,29 +45,29 @@ def main() -> None:
                  icon=":material/auto_fix_high:"):
         try:
             exp = target.experiment()
-            config = common.make_config(target, "salun", 0, 0.5, **common.default_settings(exp, "salun"))
-            common.cancel_entries(st.session_state.get("home_batch"))
+            config = ui.make_config(target, "salun", 0, 0.5, **ui.default_settings(exp, "salun"))
+            ui.cancel_entries(st.session_state.get("home_batch"))
             st.session_state["home_batch"] = {"target": target,
-                                              "entries": common.submit_runs(exp, [config], ["SalUn"])}
+                                              "entries": ui.submit_runs(exp, [config], ["SalUn"])}
         except SalunError as exc:
             st.error(str(exc))
 
     try:
-        examples, _, _ = common.example_images(common.SHIPPED_DATASET, None)
+        examples, _, _ = ui.example_images(ui.SHIPPED_DATASET, None)
         with images:
-            common.show_examples(examples, class_names)
+            ui.show_examples(examples, class_names)
     except SalunError as exc:
         images.error(f"Cannot load the example digits: {exc}")
 
     batch = st.session_state.get("home_batch")
     if batch is not None:
         unfinished = lambda: any(e["job"] is not None and not e["job"].finished for e in batch["entries"])
-        if unfinished() and not common.poll_jobs(batch["entries"], cancel_key="home_cancel", title="Forgetting"):
+        if unfinished() and not ui.poll_jobs(batch["entries"], cancel_key="home_cancel", title="Forgetting"):
             if unfinished():
                 st.info("Cancelling: the run stops at its next step; earlier results are kept.")
         if not unfinished():
-            results, problems = common.collect_results(batch["entries"])
-            common.report_problems(problems)
+            results, problems = ui.collect_results(batch["entries"])
+            ui.report_problems(problems)
             if results:
                 st.session_state["home_shown"] = {"target": batch["target"], "result": results[0][1]}
             st.session_state.pop("home_batch")
@@ -75,7 +77,7 @@ def main() -> None:
         show_result(shown["target"], shown["result"])
 
 
-def show_result(target: common.Target, result) -> None:
+def show_result(target: ui.Target, result) -> None:
     from core.classification.attribution import predicted_labels
     from core.classification.metrics import METRIC_DEFINITIONS, per_class_accuracy
     from core.classification.plots import per_class_accuracy_figure

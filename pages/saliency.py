@@ -12,8 +12,9 @@ import streamlit as st
 
 from core.errors import SalunError
 from core.saliency import DEFAULT_SPARSITY, layer_statistics, mask_iou, saliency_mask
-from pages import common
+from pages import ui
 
+KEPT = ui.kept("sal_sparsity", "sal_view")  # choices that outlive a visit to another page
 VIEWS = {"overlay": "Gradient, non-salient weights darkened", "gradient": "Gradient only", "mask": "Mask only"}
 
 
@@ -39,13 +40,13 @@ def retain_gradients(dataset: str, forget: str, checkpoint: str | None, data_roo
 
 
 def main() -> None:
-    common.ensure_navigation()
+    ui.ensure_navigation()
     from core.classification.plots import gradient_heatmap, iou_matrix_figure, layer_overlap_figure, salient_fraction_figure
 
     st.title("Saliency explorer")
     st.caption("SalUn ranks every weight by how strongly the forget set's loss pulls on it (|gradient|) and lets "
                "only the top share change. Here you see that ranking per layer and the mask it gives.")
-    target = common.target_picker()
+    target = ui.target_picker()
     if target is None:
         return
     exp = target.experiment()
@@ -72,7 +73,7 @@ def main() -> None:
         st.plotly_chart(gradient_heatmap(name, grads[name], mask[name], view=view), key=f"sal_heat_{name}")
 
     st.header("Overlap")
-    st.caption("Intersection over union of two masks: 1 = the same weights, 0 = none in common. "
+    st.caption("Intersection over union of two masks: 1 = the same weights, 0 = none in ui. "
                "Each mask uses the sparsity above.")
     exp_for_classes = exp
     class_names = exp.dataset.class_names

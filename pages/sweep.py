@@ -11,7 +11,7 @@ import streamlit as st
 
 from core.errors import SalunError
 from core.classification.metrics import METRIC_DEFINITIONS, METRIC_LABELS
-from pages import common
+from pages import ui
 
 SPARSITIES = [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
 
@@ -20,8 +20,8 @@ def sweep_work(exp, target, sparsities, seeds, settings, with_retrain, retrain_s
     """The job: every SalUn run (reusing stored ones), then Retrain once per seed."""
     from core.classification.analysis import sparsity_sweep
 
-    store = common.result_store()
-    base = common.make_config(target, "salun", seeds[0], sparsities[0], **settings)
+    store = ui.result_store()
+    base = ui.make_config(target, "salun", seeds[0], sparsities[0], **settings)
 
     def work(progress):
         rows = sparsity_sweep(exp, sparsities, seeds, base_config=base, progress=progress,
@@ -29,10 +29,10 @@ def sweep_work(exp, target, sparsities, seeds, settings, with_retrain, retrain_s
         retrain = []
         if with_retrain:
             for seed in seeds:
-                config = common.make_config(target, "retrain", seed, 0.5, **retrain_settings)
+                config = ui.make_config(target, "retrain", seed, 0.5, **retrain_settings)
                 result = store.get(config)
                 if result is None:
-                    result = common.run_config(exp, config, progress)
+                    result = ui.run_config(exp, config, progress)
                     store.put(result)
                 retrain.append(result.metrics)
         return {"rows": rows, "retrain": retrain}
@@ -41,14 +41,14 @@ def sweep_work(exp, target, sparsities, seeds, settings, with_retrain, retrain_s
 
 
 def main() -> None:
-    common.ensure_navigation()
+    ui.ensure_navigation()
     from core.classification.analysis import summarize_sweep
     from core.classification.plots import sweep_figure
 
     st.title("Sweep")
     st.caption("How much of the network should SalUn be allowed to change? Run it at several mask sparsities "
                "and seeds and see where it gets closest to Retrain.")
-    target = common.target_picker()
+    target = ui.target_picker()
     if target is not None:
         exp = target.experiment()
         with st.container(border=True):
@@ -58,28 +58,28 @@ def main() -> None:
             n_seeds = int(c2.number_input("Seeds per sparsity", 1, 10, 2, key="sw_seeds",
                                           help=f"Seeds {target.seed}, {target.seed + 1}, …"))
             with st.expander("SalUn settings"):
-                settings = common.method_settings(exp, "salun", "sw")
+                settings = ui.method_settings(exp, "salun", "sw")
             with_retrain = st.checkbox("Retrain reference (one per seed; trains from scratch, slower)", value=True,
                                        key="sw_retrain")
             retrain_settings = {}
             if with_retrain:
                 with st.expander("Retrain settings"):
-                    retrain_settings = common.method_settings(exp, "retrain", "sw")
+                    retrain_settings = ui.method_settings(exp, "retrain", "sw")
             runs = len(sparsities) * n_seeds
             st.caption(f"{runs} SalUn runs" + (f" + {n_seeds} Retrain" if with_retrain else "")
-                       + f" (this server allows {common.limits().max_sweep_runs} per sweep).")
+                       + f" (this server allows {ui.limits().max_sweep_runs} per sweep).")
             clicked = st.button("Run sweep", type="primary", key="sw_run", disabled=not sparsities,
                                 icon=":material/play_arrow:")
         if clicked:
             try:
-                common.limits().check("sweep_runs", runs)
+                ui.limits().check("sweep_runs", runs)
                 for values in (settings, retrain_settings):
                     if "epochs" in values:
-                        common.limits().check("epochs", values["epochs"])
+                        ui.limits().check("epochs", values["epochs"])
                 seeds = list(range(target.seed, target.seed + n_seeds))
-                common.check_queue(1)
-                common.cancel_entries(st.session_state.get("sw_job"))
-                job = common.job_runner().submit(
+                ui.check_queue(1)
+                ui.cancel_entries(st.session_state.get("sw_job"))
+                job = ui.job_runner().submit(
                     sweep_work(exp, target, sorted(sparsities), seeds, settings, with_retrain, retrain_settings),
                     label="Sweep")
                 st.session_state["sw_job"] = {"entries": [{"label": "Sweep", "job": job, "config": None}],
@@ -90,14 +90,14 @@ def main() -> None:
     pending = st.session_state.get("sw_job")
     if pending is not None:
         job = pending["entries"][0]["job"]
-        if not job.finished and not common.poll_jobs(pending["entries"], cancel_key="sw_cancel", title="Sweeping"):
+        if not job.finished and not ui.poll_jobs(pending["entries"], cancel_key="sw_cancel", title="Sweeping"):
             if not job.finished:
                 st.info("Cancelling: the sweep stops at its next step; earlier results are kept.")
         if job.finished:
             if job.status == "done":
                 st.session_state["sw_result"] = {**job.result, "target": pending["target"]}
             else:
-                common.report_problems([(job.status, job.message)])
+                ui.report_problems([(job.status, job.message)])
             st.session_state.pop("sw_job")
 
     shown = st.session_state.get("sw_result")

@@ -18,8 +18,9 @@ from core.errors import SalunError
 from core.classification.metrics import METRIC_DEFINITIONS, METRIC_LABELS, avg_gap, confusion_matrix, per_class_accuracy
 from core.saliency import DEFAULT_SPARSITY
 from core.classification.methods import METHODS
-from pages import common
+from pages import ui
 
+KEPT = ui.kept("un_methods", "un_sparsity", "un_masked")  # choices that outlive a visit to another page
 SHOWN_METRICS = ("ua", "ra", "ta", "mia_efficacy", "forget_test_accuracy", "rte_seconds")
 
 
@@ -140,7 +141,7 @@ def export_section(results) -> None:
 
     chosen = st.selectbox("Run to export", [label for label, _ in results], key="export_choice")
     result = dict(results)[chosen]
-    run_key = common.ResultStore.key(result.config)
+    run_key = ui.ResultStore.key(result.config)
     try:
         files = _export_files(run_key, result)
     except OSError as exc:  # a full or read-only temporary folder: say so, keep the comparison on screen
@@ -167,11 +168,11 @@ def export_section(results) -> None:
 
 
 def main() -> None:
-    common.ensure_navigation()
+    ui.ensure_navigation()
     st.title("Unlearn")
     st.caption("Choose what to forget and how, run it, and compare the model before and after with Retrain — "
                "the model trained from scratch without the forgotten data, which unlearning tries to match.")
-    target = common.target_picker()
+    target = ui.target_picker()
 
     if target is not None:
         exp = target.experiment()
@@ -190,7 +191,7 @@ def main() -> None:
             settings = {}
             for method in methods:
                 with st.expander(f"{METHODS[method].label} settings — {METHODS[method].summary}"):
-                    settings[method] = common.method_settings(exp, method, "un")
+                    settings[method] = ui.method_settings(exp, method, "un")
             st.caption(f"Runs on {exp.device.type.upper()} · runs already done with the same settings and seed "
                        "are shown at once.")
             run_clicked = st.button("Run", type="primary", key="un_run", disabled=not methods,
@@ -199,22 +200,22 @@ def main() -> None:
             try:
                 for method in methods:
                     if "epochs" in settings[method]:
-                        common.limits().check("epochs", settings[method]["epochs"])
-                configs = [common.make_config(target, m, target.seed, sparsity, masked, **settings[m]) for m in methods]
-                common.cancel_entries(st.session_state.get("un_batch"))
+                        ui.limits().check("epochs", settings[method]["epochs"])
+                configs = [ui.make_config(target, m, target.seed, sparsity, masked, **settings[m]) for m in methods]
+                ui.cancel_entries(st.session_state.get("un_batch"))
                 st.session_state["un_batch"] = {"target": target, "seed": target.seed,
-                                                "entries": common.submit_runs(exp, configs, [method_label(m) for m in methods])}
+                                                "entries": ui.submit_runs(exp, configs, [method_label(m) for m in methods])}
             except SalunError as exc:
                 st.error(str(exc))
 
     batch = st.session_state.get("un_batch")
     if batch is not None and any(e["job"] is not None and not e["job"].finished for e in batch["entries"]):
-        if not common.poll_jobs(batch["entries"], cancel_key="un_cancel", title="Unlearning"):
+        if not ui.poll_jobs(batch["entries"], cancel_key="un_cancel", title="Unlearning"):
             if any(e["job"] is not None and not e["job"].finished for e in batch["entries"]):
                 st.info("Cancelling: the run stops at its next step; earlier results are kept.")
     if batch is not None and all(e["job"] is None or e["job"].finished for e in batch["entries"]):
-        results, problems = common.collect_results(batch["entries"])
-        common.report_problems(problems)
+        results, problems = ui.collect_results(batch["entries"])
+        ui.report_problems(problems)
         if results:
             st.session_state["un_shown"] = {"target": batch["target"], "seed": batch["seed"], "results": results}
         st.session_state.pop("un_batch")

@@ -153,9 +153,9 @@ def test_sweep_page_runs_salun_over_sparsities_with_retrain(digits_checkpoint):
 
 def test_sweep_page_refuses_more_runs_than_the_limit(digits_checkpoint, monkeypatch):
     monkeypatch.setenv("SALUN_MAX_SWEEP_RUNS", "2")
-    from pages import common
+    from pages import ui
 
-    common.limits.clear()
+    ui.limits.clear()
     try:
         at = choose_digits(page("pages/sweep.py").run(), digits_checkpoint)
         at.multiselect(key="sw_sparsities").set_value([0.2, 0.4, 0.6]).run()
@@ -164,4 +164,4 @@ def test_sweep_page_refuses_more_runs_than_the_limit(digits_checkpoint, monkeypa
         assert any("exceeds this server's limit of 2" in e.value for e in at.error)
         assert "sw_job" not in at.session_state
     finally:
-        common.limits.clear()
+        ui.limits.clear()

@@ -123,11 +123,11 @@ def test_a_failed_save_is_explained_and_the_comparison_stays(page, monkeypatch):
 def test_a_corrupt_cached_result_is_detected_and_recomputed(page):
     import torch
 
-    from pages import common
+    from pages import ui
 
     run_salun(page)
     first = dict(zip(page.dataframe[0].value["Metric"], page.dataframe[0].value["SalUn"]))
-    store = common.result_store()
+    store = ui.result_store()
     (result, _checksum), = [v for v in store._items.values() if v[0].method == "salun"]
     with torch.no_grad():  # something scribbles over the shared, cached model
         next(result.model.parameters()).add_(1.0)

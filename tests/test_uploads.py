@@ -67,11 +67,11 @@ def test_index_lists(digits):
 
 def test_the_app_keeps_a_fitting_upload_as_a_checkpoint_and_refuses_a_pickle(tmp_path, monkeypatch):
     from core.checkpoint import load_checkpoint
-    from pages import common
+    from pages.ui import picker
 
-    monkeypatch.setattr(common, "UPLOADS", tmp_path)
+    monkeypatch.setattr(picker, "UPLOADS", tmp_path)
     model = build_model("small_cnn", 1, 10, 8)
-    path = common.store_uploaded_model(save_safetensors_bytes(model.state_dict()), "mine.safetensors",
+    path = picker.store_uploaded_model(save_safetensors_bytes(model.state_dict()), "mine.safetensors",
                                        "small_cnn", "digits", None)
     loaded, meta = load_checkpoint(path)
     assert state_checksum(loaded) == state_checksum(model)
@@ -79,5 +79,5 @@ def test_the_app_keeps_a_fitting_upload_as_a_checkpoint_and_refuses_a_pickle(tmp
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
     with pytest.raises(SalunError, match="pickled checkpoint"):
-        common.store_uploaded_model(buffer.getvalue(), "model.pt", "small_cnn", "digits", None)
+        picker.store_uploaded_model(buffer.getvalue(), "model.pt", "small_cnn", "digits", None)
     assert len(list(tmp_path.iterdir())) == 2  # the good upload's weights and sidecar, nothing for the pickle
