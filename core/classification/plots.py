@@ -274,3 +274,28 @@ def sweep_figure(summary: list[dict], retrain: dict | None = None,
         fig.update_xaxes(title_text="sparsity (%)", row=1, col=col)
     return _layout(fig, "SalUn against the mask's sparsity (mean ± std over seeds)", height=340,
                    legend=dict(orientation="h", y=-0.3))
+
+
+# --- cost against data size (bench/bench_scaling.py) ---------------------------------------------
+
+def scaling_figure(rows: list[dict]) -> go.Figure:
+    """Run time and Avg. Gap of SalUn and Retrain against the number of training images.
+
+    `rows` are bench/bench_scaling.py's (its scaling.csv): n_train, salun_cpu_s, retrain_cpu_s, avg_gap.
+    """
+    rows = sorted(rows, key=lambda r: float(r["n_train"]))
+    n = [float(r["n_train"]) for r in rows]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=["Run time (CPU seconds, 1 thread)", "Avg. Gap to Retrain"])
+    for key, name, color in (("retrain_cpu_s", "Retrain", COLORS["retrain"]), ("salun_cpu_s", "SalUn", COLORS["after"])):
+        fig.add_trace(go.Scatter(x=n, y=[float(r[key]) for r in rows], mode="lines+markers", name=name,
+                                 line=dict(color=color),
+                                 hovertemplate="%{x:,.0f} training images: %{y:.1f} s<extra>" + name + "</extra>"),
+                      row=1, col=1)
+    fig.add_trace(go.Scatter(x=n, y=[float(r["avg_gap"]) for r in rows], mode="lines+markers", name="SalUn vs Retrain",
+                             line=dict(color=COLORS["after"], dash="dot"), showlegend=False,
+                             hovertemplate="%{x:,.0f} training images: Avg. Gap %{y:.2f}<extra></extra>"), row=1, col=2)
+    fig.update_xaxes(title_text="training images", tickformat=",d")
+    fig.update_yaxes(title_text="seconds", rangemode="tozero", row=1, col=1)
+    fig.update_yaxes(title_text="points", rangemode="tozero", row=1, col=2)
+    return _layout(fig, "How the cost of forgetting one class grows with the data", height=360,
+                   legend=dict(orientation="h", y=-0.25))
