@@ -12,7 +12,7 @@ import argparse
 import json
 import sys
 
-from core.cli import classify, concept, generation
+from core.cli import classify, concept, generation, sweep
 from core.cli.common import EXIT_USER_ERROR
 from core.errors import CancelledError, SalunError
 
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_commands(sub)
     generation.add_commands(sub)
     concept.add_commands(sub)
+    sweep.add_commands(sub)
     return parser
 
 
@@ -42,4 +43,4 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     if args.json:
         print(json.dumps(summary, default=float))
-    return 0
+    return getattr(args, "exit_status", 0)  # sweep: 1 when some runs failed
