@@ -8,13 +8,14 @@ import streamlit as st
 
 from pages import ui
 
-st.set_page_config(page_title="SalUn Lab", page_icon=":material/psychology_alt:", layout="wide")
+# the icon is a local file: a material icon would be fetched from the internet on every page load
+st.set_page_config(page_title="SalUn Lab", page_icon=str(ui.ROOT / "assets" / "favicon.png"), layout="wide")
 
 # Streamlit forgets a widget's value when a page without that widget runs; re-assigning keeps the
 # choice (dataset, class, seed, ...) when the visitor comes back or opens another page.
 ui.keep_choices()
 
-pages = {
+pages = {  # the app's menu, drawn by ui.route in the sidebar
     "Classification": [
         st.Page("pages/home.py", title="Start here", icon=":material/school:", default=True),
         st.Page("pages/unlearn.py", title="Unlearn & compare", icon=":material/compare:"),
@@ -26,5 +27,4 @@ pages = {
         st.Page("pages/concept.py", title="Stable Diffusion: forget a concept", icon=":material/palette:"),
     ],
 }
-with ui.routed():
-    st.navigation(pages).run()
+ui.route(pages)

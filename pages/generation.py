@@ -17,10 +17,15 @@ from core.diffusion.metrics import (GENERATION_METRIC_DEFINITIONS, GENERATION_ME
                                     generation_metrics)
 from core.diffusion.plots import grid_image, layer_saliency_figure, per_class_accuracy_figure
 from core.diffusion.run import GenerationRunConfig, GenerationRunResult, load_models
-from core.diffusion.methods import GENERATION_METHODS, generation_split, substitute_class, unlearn_generator
+from core.diffusion.methods import generation_split, substitute_class, unlearn_generator
+from core.methods import widget_specs
+from pages.ui.settings import methods as registered_methods, widget
 from core.errors import SalunError
 from core.checkpoint import DEFAULT_CHECKPOINT
 from core.saliency import layer_statistics
+from pages import ui
+
+ui.ensure_navigation(__file__)
 
 GENERATOR_PATH = os.environ.get("SALUN_GENERATOR", str(DEFAULT_GENERATOR))
 CLASSIFIER_PATH = os.environ.get("SALUN_CLASSIFIER", str(DEFAULT_CHECKPOINT))
@@ -58,6 +63,7 @@ except SalunError as exc:
 
 dataset = load_dataset(gen_meta.get("dataset", "mnist5k"))
 class_names = dataset.class_names
+GENERATION_METHODS = registered_methods("generation")  # the built-in methods and those of $SALUN_PLUGINS
 methods = list(GENERATION_METHODS)
 
 with st.container(border=True):
@@ -65,28 +71,31 @@ with st.container(border=True):
     forget_name = col1.selectbox("Class to forget", class_names, index=min(3, len(class_names) - 1), key="gen_forget")
     method = col2.selectbox("Method", methods, format_func=lambda m: GENERATION_METHODS[m].label, key="gen_method",
                             help="; ".join(f"{m.label}: {m.summary}" for m in GENERATION_METHODS.values()))
-    defaults = GENERATION_METHODS[method].defaults
-    steps = col3.number_input("Unlearning steps", min_value=0, max_value=2000, value=int(defaults["steps"]),
-                              key="gen_steps", help="Adam steps; 0 is refused")
+    # every setting's widget, range and help come from the method's declaration in core.methods
+    specs = {s.name: s for s in widget_specs(GENERATION_METHODS[method], GENERATION_METHODS[method].defaults(dataset.name, "class"))}
+    steps = widget(col3, specs["steps"], "gen_steps", max_value=2000)
     guidance = col4.number_input("Guidance", min_value=0.0, max_value=10.0, value=float(DEFAULT_GUIDANCE), step=0.25,
                                  key="gen_guidance",
                                  help="Classifier-free guidance when sampling: 1 = plain conditional model; "
                                       "larger values follow the class more strongly. Must be > 0.")
     with st.expander("More settings"):
         c1, c2, c3, c4 = st.columns(4)
-        lr = c1.number_input("Learning rate", min_value=0.0, value=float(defaults["lr"]), step=5e-5, format="%.1e",
-                             key=f"gen_lr_{method}")
-        alpha = None
-        if "alpha" in defaults:
-            alpha = c2.number_input("α (retained-class loss weight)", min_value=0.0, value=float(defaults["alpha"]),
-                                    key=f"gen_alpha_{method}")
+        lr = widget(c1, specs["lr"], f"gen_lr_{method}")
+        alpha = widget(c2, specs["alpha"], f"gen_alpha_{method}") if "alpha" in specs else None
         sparsity = c3.number_input("Mask sparsity", min_value=0.0, max_value=1.0, value=0.5, step=0.05,
                                    key="gen_sparsity", help="Share of all weights the saliency mask selects")
         per_class = int(c4.number_input("Images per class", min_value=1, max_value=50, value=PER_CLASS,
                                         key="gen_per_class"))
         sample_steps = int(c1.number_input("DDIM steps", min_value=1, max_value=200, value=SAMPLE_STEPS,
                                            key="gen_sample_steps"))
-        masked = method != "salun" and c2.checkbox("Constrain to the saliency mask too", key="gen_masked")
+        masked = GENERATION_METHODS[method].mask == "optional" and c2.checkbox("Constrain to the saliency mask too",
+                                                                              key="gen_masked")
+        others = [s for name, s in specs.items() if name not in ("steps", "lr", "alpha")]
+        options = {}
+        for column, spec in zip(st.columns(max(1, len(others))), others):
+            value = widget(column, spec, f"gen_{spec.name}_{method}")
+            if value != spec.value:  # untouched settings leave the run config as it was
+                options[spec.name] = value
     run_clicked = st.button("Forget", type="primary", key="gen_run")
 
 forget_class = class_names.index(forget_name)
@@ -94,7 +103,7 @@ forget_class = class_names.index(forget_name)
 if run_clicked:
     try:
         config = GenerationRunConfig(forget=f"class:{forget_class}", method=method, seed=SEED, sparsity=sparsity,
-                                     masked=bool(masked), steps=int(steps), lr=lr, alpha=alpha, guidance=guidance,
+                                     masked=bool(masked), steps=int(steps), lr=lr, alpha=alpha, options=options, guidance=guidance,
                                      sample_steps=sample_steps, per_class=per_class,
                                      generator=GENERATOR_PATH, classifier=CLASSIFIER_PATH).validate()
         before_grid = cached_original_grid(GENERATOR_PATH, CLASSIFIER_PATH, per_class, float(guidance),
@@ -121,7 +130,7 @@ if run_clicked:
 
             run = unlearn_generator(generator, generation_split(dataset, forget_class), method, sparsity=sparsity,
                                     seed=SEED, masked=bool(masked), mask_guidance=guidance, progress=progress, watch=watch,
-                                    steps=int(steps), lr=lr, alpha=alpha)
+                                    dataset=dataset.name, steps=int(steps), lr=lr, alpha=alpha, **options)
             bar.progress(1.0, text="generating with the unlearned model")
             after = generation_metrics(run.model, classifier, forget_class, dataset.test_x, dataset.test_y,
                                        per_class=per_class, guidance=guidance, steps=sample_steps, seed=SEED)

@@ -26,7 +26,7 @@ here, every training image of one digit — as if it had never seen it, without 
 
 
 def main() -> None:
-    ui.ensure_navigation()
+    ui.ensure_navigation(__file__)
     st.title("SalUn Lab: make a network forget")
     st.markdown(INTRO)
 

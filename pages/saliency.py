@@ -40,7 +40,7 @@ def retain_gradients(dataset: str, forget: str, checkpoint: str | None, data_roo
 
 
 def main() -> None:
-    ui.ensure_navigation()
+    ui.ensure_navigation(__file__)
     from core.classification.plots import gradient_heatmap, iou_matrix_figure, layer_overlap_figure, salient_fraction_figure
 
     st.title("Saliency explorer")

@@ -41,7 +41,7 @@ def sweep_work(exp, target, sparsities, seeds, settings, with_retrain, retrain_s
 
 
 def main() -> None:
-    ui.ensure_navigation()
+    ui.ensure_navigation(__file__)
     from core.classification.analysis import summarize_sweep
     from core.classification.plots import sweep_figure
 

@@ -17,8 +17,9 @@ import streamlit as st
 from core.errors import SalunError
 from core.classification.metrics import METRIC_DEFINITIONS, METRIC_LABELS, avg_gap, confusion_matrix, per_class_accuracy
 from core.saliency import DEFAULT_SPARSITY
-from core.classification.methods import METHODS
 from pages import ui
+
+METHODS = ui.methods("classification")  # the built-in methods and those of $SALUN_PLUGINS
 
 KEPT = ui.kept("un_methods", "un_sparsity", "un_masked")  # choices that outlive a visit to another page
 SHOWN_METRICS = ("ua", "ra", "ta", "mia_efficacy", "forget_test_accuracy", "rte_seconds")
@@ -168,7 +169,7 @@ def export_section(results) -> None:
 
 
 def main() -> None:
-    ui.ensure_navigation()
+    ui.ensure_navigation(__file__)
     st.title("Unlearn")
     st.caption("Choose what to forget and how, run it, and compare the model before and after with Retrain — "
                "the model trained from scratch without the forgotten data, which unlearning tries to match.")

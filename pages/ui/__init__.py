@@ -16,5 +16,5 @@ from pages.ui.picker import (KINDS, PICKER_KEYS, SHIPPED_DATASET, Target, class_
                              save_index_list, shipped_class_names, show_examples, store_uploaded_model, target_picker)
 from pages.ui.resources import ROOT, example_images, experiment, job_runner, limits
 from pages.ui.results import ResultStore, result_store
-from pages.ui.routing import ensure_navigation, keep_choices, kept, routed
-from pages.ui.settings import default_settings, make_config, method_settings, run_config
+from pages.ui.routing import ensure_navigation, keep_choices, kept, route
+from pages.ui.settings import default_settings, make_config, method_settings, methods, run_config
