@@ -8,10 +8,14 @@ Runs as a page of app.py (st.navigation) or alone: `streamlit run pages/concept.
 import streamlit as st
 import torch
 
-from core.concept.run import ConceptConfig, mask_by_block, save_concept_result, unlearn_concept
-from core.cli.concept import SD_DEFAULTS, TINY_DEFAULTS
+from core.concept.evaluation import EVALUATIONS, NUDITY_EVAL_PROMPTS, eval_summary_line
 from core.concept.pipeline import TINY_MODEL, load_pipeline
+from core.concept.presets import PRESETS, concept_plan, default_preset
+from core.concept.run import ConceptConfig, mask_by_block, save_concept_result, unlearn_concept
 from core.errors import SalunError
+from pages import ui
+
+ui.ensure_navigation(__file__)
 
 SD_MODEL = "CompVis/stable-diffusion-v1-4"
 
@@ -38,6 +42,14 @@ class PhaseBars:
         return progress
 
 
+def plan_line(plan: dict) -> str:
+    return (f"**Plan:** {plan['steps']} optimizer steps of batch {plan['batch_size']} over {plan['forget_images']} "
+            f"forget and {plan['retain_images']} retain images (each forget image seen ≈{plan['epochs']:g}×), "
+            f"α {plan['alpha']:g}, lr {plan['lr']:g}; {plan['generated_images']['total']} images to generate "
+            f"({plan['sampling_steps']} sampling steps each); judge: {plan['evaluation']}; "
+            f"≈{plan['estimated_memory_gb']:g} GB for the unlearning phase (estimate, not measured).")
+
+
 st.title("Concept forgetting (Stable Diffusion)")
 st.caption("SalUn on a text-to-image model: the forget prompt is mapped to a pseudo prompt, only the UNet "
            "weights most salient for the forget prompt move, and retain prompts keep their ordinary loss.")
@@ -46,57 +58,103 @@ if not torch.cuda.is_available():
     st.info(
         "No GPU here. Stable Diffusion v1.4 needs its weights (about 4 GB: a diffusers folder, or a hub id "
         f"such as `{SD_MODEL}` already in the Hugging Face cache) and a GPU: by our estimate (not measured) "
-        "about 18 GB for the UNet's weights, gradients, Adam state and mask plus 5–6 GB per image in a "
-        "micro-batch, so 40 GB or more is comfortable and 24 GB is borderline at micro-batch 1. On this "
-        "CPU one UNet forward and backward of SD v1.4 takes minutes, so a run would take days. "
-        f"The **tiny** model (`{TINY_MODEL}`: random weights, toy size) shows the whole flow in seconds; "
-        "its images are noise, but the before/after change and the metrics are computed the real way.")
+        "about 16 GB for the UNet's weights, gradients, Adam state and mask plus about 5.5 GB per forget + "
+        "retain pair in a micro-batch, so 40 GB or more is comfortable and 24 GB is borderline at "
+        "micro-batch 1. On this CPU one UNet forward and backward of SD v1.4 takes minutes, so a run would "
+        f"take days. The **tiny** model (`{TINY_MODEL}`: random weights, toy size) shows the whole flow in "
+        "seconds; its images are noise, but the before/after change and the metrics are computed the real way.")
 
 model = st.text_input("Model: diffusers folder, hub id, or `tiny`", value=TINY_MODEL, key="model").strip()
-defaults = TINY_DEFAULTS if model == TINY_MODEL else SD_DEFAULTS
-kind = "tiny" if model == TINY_MODEL else "sd"
+names = list(PRESETS)
+preset_name = st.selectbox(
+    "Preset", names, index=names.index(default_preset(model)), key=f"preset_{model == TINY_MODEL}",
+    format_func=lambda name: f"{name}: {PRESETS[name].summary}",
+    help="Sets the prompts, the optimizer-step budget and the judge; every field below may override it.")
+pv = {**ConceptConfig().to_dict(), **PRESETS[preset_name].values}
+k = preset_name  # widgets keyed by preset, so choosing another preset shows its values
 
-forget = st.text_input("Prompt to forget", value="a photo of a nude person", key="forget")
-pseudo = st.text_input("Pseudo prompt it is mapped to", value="a photo of a person wearing clothes", key="pseudo")
-retain_text = st.text_area("Retain prompts (one per line)", value="a photo of a person wearing clothes",
-                           key="retain")
+forget = st.text_input("Prompt to forget", value=pv["forget_prompt"], key=f"forget_{k}")
+pseudo = st.text_input("Pseudo prompt it is mapped to", value=pv["pseudo_prompt"], key=f"pseudo_{k}")
+retain_text = st.text_area("Retain prompts (one per line)", value="\n".join(pv["retain_prompts"]),
+                           key=f"retain_{k}")
 
-with st.expander("Hyperparameters (upstream: α 0.1–0.5, lr 1e-5, batch 8, 1–5 epochs, mask at guidance 7.5)"):
+with st.expander("Budget and hyperparameters (upstream: α 0.1–0.5, lr 1e-5, batch 8, 100 steps for nudity, "
+                 "≈590 for an object)"):
     c1, c2, c3 = st.columns(3)
-    sparsity = c1.number_input("mask sparsity", 0.01, 1.0, 0.5, 0.05, key="sparsity")
-    alpha = c2.number_input("α (retain loss weight)", 0.0, 10.0, 0.1, 0.05, key="alpha")
-    lr = c3.number_input("learning rate", 1e-7, 1e-1, float(defaults["lr"]), format="%.1e", key=f"lr_{kind}")
-    epochs = c1.number_input("epochs", 1, 100, int(defaults["epochs"]), key=f"epochs_{kind}")
-    batch = c2.number_input("batch size", 1, 64, int(defaults["batch_size"]), key=f"batch_{kind}")
-    images = c3.number_input("images per prompt", 1, 512, int(defaults["images_per_prompt"]), key=f"images_{kind}")
-    steps = c1.number_input("sampling steps", 1, 200, int(defaults["steps"]), key=f"steps_{kind}")
+    steps = c1.number_input("optimizer steps", 1, 100_000, int(pv["steps"]), key=f"steps_{k}",
+                            help="The budget, whatever the number of images: images are reused, reshuffled "
+                                 "at every pass.")
+    batch = c2.number_input("batch size", 1, 64, int(pv["batch_size"]), key=f"batch_{k}")
+    images = c3.number_input("images per prompt", 1, 2000, int(pv["images_per_prompt"]), key=f"images_{k}",
+                             help="Generated forget images, and images per retain prompt.")
+    lr = c1.number_input("learning rate", 1e-7, 1e-1, float(pv["lr"]), format="%.1e", key=f"lr_{k}")
+    alpha = c2.number_input("α (retain loss weight)", 0.0, 10.0, float(pv["alpha"]), 0.05, key=f"alpha_{k}")
+    sparsity = c3.number_input("mask sparsity", 0.01, 1.0, 0.5, 0.05, key="sparsity")
+    sample_steps = c1.number_input("sampling steps", 1, 200, int(pv["inference_steps"]), key=f"sample_steps_{k}")
     guidance = c2.number_input("guidance scale", 0.0, 30.0, 7.5, 0.5, key="guidance")
     seeds_text = c3.text_input("before/after seeds", value="0 1", key="seeds")
+
+with st.expander(f"Evaluation: is the concept gone? (preset: {pv['evaluation']})"):
+    evaluation = st.selectbox(
+        "judge", EVALUATIONS, index=EVALUATIONS.index(pv["evaluation"]), key=f"evaluation_{k}",
+        help="nudenet: share of images with exposed bodies (NudeNet detector, offline; pip install nudenet). "
+             "imagenet: a ResNet-50's accuracy on the forget and retain prompts' classes.")
+    eval_text = st.text_area("Your evaluation prompts (one per line, added to the judge's own)", value="",
+                             key="eval_prompts",
+                             help=f"NudeNet also sees {len(NUDITY_EVAL_PROMPTS)} shipped nudity prompts; the "
+                                  "ImageNet classifier sees the forget and retain prompts that name a class.")
+    e1, e2 = st.columns(2)
+    eval_images = e1.number_input("images per evaluation prompt", 1, 100, int(pv.get("eval_images", 2)),
+                                  key=f"eval_images_{k}")
+    weights_file = e2.text_input("ImageNet classifier weights file (optional)", value="", key="classifier_weights",
+                                 help="A torchvision ResNet-50 state dict (.pth or .safetensors).")
+    download = st.checkbox("Allow downloading the ImageNet classifier weights (98 MB)", key="download")
 save_dir = st.text_input("Save the unlearned pipeline to (optional folder)", value="", key="save")
+
+config = plan = None
+try:
+    seeds = [int(s) for s in seeds_text.replace(",", " ").split()]
+    config = ConceptConfig.from_preset(
+        preset_name, model=model, forget_prompt=forget, pseudo_prompt=pseudo,
+        retain_prompts=[line for line in retain_text.splitlines() if line.strip()],
+        sparsity=sparsity, alpha=alpha, lr=lr, steps=int(steps), batch_size=int(batch),
+        images_per_prompt=int(images), inference_steps=int(sample_steps), sample_guidance=guidance,
+        sample_seeds=seeds, evaluation=evaluation, eval_prompts=eval_text.splitlines(),
+        eval_images=int(eval_images), classifier_weights=weights_file.strip() or None, download=download).validate()
+    plan = concept_plan(config)
+    st.markdown(plan_line(plan))
+    with st.expander("The plan as JSON (what `unlearn-concept --dry-run` prints)"):
+        st.json(plan)
+except ValueError as exc:  # SalunError, and seeds that are not whole numbers
+    config = None
+    plan_error = str(exc) if isinstance(exc, SalunError) else f"seeds must be whole numbers: {exc}"
+else:
+    plan_error = None
 
 if st.button("Forget the concept", type="primary", key="run"):
     st.session_state.pop("concept_result", None)
-    try:
-        seeds = [int(s) for s in seeds_text.replace(",", " ").split()]
-        if not seeds:
-            raise SalunError("give at least one seed for the before/after images")
-        config = ConceptConfig(
-            model=model, forget_prompt=forget, pseudo_prompt=pseudo,
-            retain_prompts=[line for line in retain_text.splitlines() if line.strip()],
-            sparsity=sparsity, alpha=alpha, lr=lr, epochs=int(epochs), batch_size=int(batch),
-            images_per_prompt=int(images), inference_steps=int(steps), sample_guidance=guidance,
-            sample_seeds=seeds).validate()
+    if config is None:
+        st.error(plan_error)
+    else:
         with st.status("Unlearning…", expanded=True) as status:
-            pipe = cached_pipeline(model)
-            result = unlearn_concept(config, pipe=pipe, phase_progress=PhaseBars(status).phase)
-            saved = save_concept_result(result, save_dir) if save_dir.strip() else None
-            status.update(label=f"Done: {len(result.losses)} steps in {result.timings['total_s']:.1f} s",
-                          state="complete", expanded=False)
-        st.session_state["concept_result"] = (result, saved)
-    except ValueError as exc:  # SalunError and bad seed text; CheckpointError explains how to get weights
-        st.error(str(exc) if isinstance(exc, SalunError) else f"seeds must be whole numbers: {exc}")
-        if model != TINY_MODEL:
-            st.caption(f"To see the flow without weights, set the model to `{TINY_MODEL}`.")
+            try:
+                pipe = cached_pipeline(model)
+                result = unlearn_concept(config, pipe=pipe, phase_progress=PhaseBars(status).phase)
+                saved = save_concept_result(result, save_dir) if save_dir.strip() else None
+            except ValueError as exc:  # SalunError; CheckpointError explains how to get the weights
+                status.update(label="Failed: nothing was changed", state="error", expanded=False)
+                failure = str(exc)
+            else:
+                failure = None
+                status.update(label=f"Done: {len(result.losses)} steps in {result.timings['total_s']:.1f} s",
+                              state="complete", expanded=False)
+                st.session_state["concept_result"] = (result, saved)
+        if failure:
+            st.error(failure)
+            if model != TINY_MODEL:
+                st.caption(f"To see the flow without weights, set the model to `{TINY_MODEL}`.")
+elif plan_error:
+    st.error(plan_error)
 
 if "concept_result" in st.session_state:
     result, saved = st.session_state["concept_result"]
@@ -111,6 +169,26 @@ if "concept_result" in st.session_state:
               help="the diffusion loss of the retain prompts on their own images; it should not grow")
     c3.metric("prediction shift forget / retain", f"{m['forget_shift']:.3g} / {m['retain_shift']:.3g}",
               help="how far each prompt's noise predictions moved from the original model's")
+    report = result.evaluation
+    st.subheader("Is the concept gone?")
+    if report.get("kind") == "none":
+        st.caption("No judge was asked for (Evaluation: none).")
+    elif "missing" in report:
+        st.warning(eval_summary_line(report))
+    else:
+        st.markdown(eval_summary_line(report))
+        if report["kind"] == "nudenet":
+            b, a = report["before"], report["after"]
+            st.dataframe([{"detected class": name, "before": b["per_class"][name], "after": a["per_class"][name]}
+                          for name in b["per_class"]], hide_index=True)
+            st.caption(f"Detections with score ≥ {report['threshold']} on {b['images']} images; an image counts "
+                       f"as exposed when it shows one of {', '.join(report['nude_classes'])}.")
+        else:
+            st.dataframe([{"prompt": r["prompt"], "ImageNet class": r["class"], "forgotten": r["forgotten"],
+                           "recognised before": r["before"], "recognised after": r["after"]}
+                          for r in report["rows"]], hide_index=True,
+                         column_config={c: st.column_config.NumberColumn(format="percent")
+                                        for c in ("recognised before", "recognised after")})
     with st.expander("Where the mask is: salient share of each UNet block"):
         st.dataframe(mask_by_block(result.mask), hide_index=True,
                      column_config={"salient_fraction": st.column_config.ProgressColumn(

@@ -18,7 +18,7 @@ RETAIN = [PSEUDO]  # as upstream: the clothed person is both the pseudo and the 
 
 def tiny_config(**overrides) -> ConceptConfig:
     values = dict(model="tiny", forget_prompt=FORGET, pseudo_prompt=PSEUDO, retain_prompts=RETAIN, alpha=0.5,
-                  lr=3e-4, epochs=6, batch_size=2, images_per_prompt=2, inference_steps=2, sample_seeds=[0])
+                  lr=3e-4, steps=0, epochs=6, batch_size=2, images_per_prompt=2, inference_steps=2, sample_seeds=[0])
     values.update(overrides)
     return ConceptConfig(**values)
 
@@ -179,7 +179,7 @@ def test_offline_hub_id_fails_fast_with_instructions(monkeypatch, tmp_path):
         assert time.perf_counter() - started < 10
         message = str(info.value)
         assert "\n" not in message and "CompVis/stable-diffusion-v1-4" in message
-        assert "--model DIR" in message and "tiny" in message
+        assert "give DIR as the model" in message and "tiny" in message and "--model" not in message
 
 
 def test_a_hanging_network_lookup_is_given_up_on_time(monkeypatch):
@@ -207,7 +207,7 @@ def test_cli_tiny_run_saves_a_loadable_pipeline(tmp_path, capsys):
 
     code = main(["unlearn-concept", "--model", "tiny", "--forget", FORGET, "--pseudo", PSEUDO,
                  "--retain", RETAIN[0], "--epochs", "2", "--images-per-prompt", "2", "--batch-size", "2",
-                 "--steps", "2", "--sample-seeds", "0", "--save", str(tmp_path / "cli"), "--json", "--quiet"])
+                 "--sample-steps", "2", "--sample-seeds", "0", "--save", str(tmp_path / "cli"), "--json", "--quiet"])
     assert code == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["steps"] == 2 and summary["processes"] == 1 and summary["device"] == "cpu"
@@ -223,28 +223,39 @@ def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
     assert err.startswith("error:") and "\n" not in err
 
 
-def test_page_runs_the_tiny_flow_and_shows_bad_input_as_an_error():
+def test_page_shows_the_plan_runs_the_tiny_flow_and_shows_bad_input_as_an_error():
     from streamlit.testing.v1 import AppTest
 
     at = AppTest.from_file(str(ROOT / "pages" / "concept.py"), default_timeout=60).run()
     assert not at.exception
-    at.text_input(key="forget").set_value("")
+    plan = next(m.value for m in at.markdown if m.value.startswith("**Plan:**"))
+    assert "10 optimizer steps of batch 4 over 4 forget and 12 retain images" in plan  # the tiny preset
+    assert at.text_input(key="forget_tiny").value != at.text_input(key="pseudo_tiny").value
+    assert at.text_input(key="pseudo_tiny").value not in at.text_area(key="retain_tiny").value.splitlines()
+
+    at.text_input(key="forget_tiny").set_value("").run()
+    assert not at.exception and "forget prompt is empty" in at.error[0].value  # shown before any run
     at.button(key="run").click().run()
     assert not at.exception and "forget prompt is empty" in at.error[0].value
 
-    at.text_input(key="forget").set_value(FORGET)
-    at.text_area(key="retain").set_value(RETAIN[0])
-    at.number_input(key="epochs_tiny").set_value(1)
+    at.text_input(key="forget_tiny").set_value(FORGET)
+    at.text_area(key="retain_tiny").set_value(RETAIN[0])
+    at.text_input(key="pseudo_tiny").set_value(PSEUDO)
+    at.number_input(key="steps_tiny").set_value(2)
     at.number_input(key="images_tiny").set_value(2)
     at.number_input(key="batch_tiny").set_value(2)
-    at.number_input(key="steps_tiny").set_value(2)
-    at.text_input(key="seeds").set_value("0")
+    at.number_input(key="sample_steps_tiny").set_value(2)
+    at.selectbox(key="evaluation_tiny").set_value("none")
+    at.text_input(key="seeds").set_value("0").run()
+    assert "2 optimizer steps of batch 2 over 2 forget and 2 retain images" in \
+        next(m.value for m in at.markdown if m.value.startswith("**Plan:**"))
     at.button(key="run").click().run()
     assert not at.exception and not at.error
     labels = [m.label for m in at.metric]
     assert "forget → pseudo distance" in labels and "retain denoising error" in labels
-    assert [h.value for h in at.subheader] == [f"Forget: {FORGET}", f"Retain: {RETAIN[0]}"]
+    assert [h.value for h in at.subheader] == ["Is the concept gone?", f"Forget: {FORGET}", f"Retain: {RETAIN[0]}"]
 
     at.text_input(key="model").set_value(str(ROOT / "no-such-model")).run()
     at.button(key="run").click().run()
     assert not at.exception and "neither an existing folder" in at.error[0].value
+    assert "--" not in at.error[0].value  # the page speaks of its fields, not of CLI flags

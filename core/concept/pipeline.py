@@ -59,6 +59,23 @@ def _tiny_tokenizer():
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=16)
 
 
+_TINY_UNET = dict(
+    sample_size=TINY_RESOLUTION // 2, in_channels=4, out_channels=4, layers_per_block=1,
+    block_out_channels=(16, 32), norm_num_groups=8, cross_attention_dim=32, attention_head_dim=4,
+    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+)
+
+
+def tiny_unet_parameters() -> int:
+    """The tiny UNet's number of weights, counted on the meta device (nothing allocated)."""
+    from accelerate import init_empty_weights
+    from diffusers import UNet2DConditionModel
+
+    with init_empty_weights():
+        return sum(p.numel() for p in UNet2DConditionModel(**_TINY_UNET).parameters())
+
+
 def build_tiny_pipeline(seed: int = 0):
     """A Stable Diffusion pipeline with random weights and SD v1's layout at toy size (0.27 M UNet weights).
 
@@ -70,12 +87,7 @@ def build_tiny_pipeline(seed: int = 0):
 
     tokenizer = _tiny_tokenizer()
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        sample_size=TINY_RESOLUTION // 2, in_channels=4, out_channels=4, layers_per_block=1,
-        block_out_channels=(16, 32), norm_num_groups=8, cross_attention_dim=32, attention_head_dim=4,
-        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-    )
+    unet = UNet2DConditionModel(**_TINY_UNET)
     # A random UNet barely listens to the prompt (its predictions for two prompts differ by ~0.3%), so
     # there would be nothing to forget; stronger cross-attention makes them differ by ~40%.
     with torch.no_grad():
@@ -136,8 +148,8 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _how_to_provide(model: str) -> str:
-    return (f"download it where there is internet (`hf download {model} --local-dir DIR`) and pass "
-            f"--model DIR, or point HF_HOME at a cache that holds it; --model tiny runs a tiny random pipeline")
+    return (f"download it where there is internet (`hf download {model} --local-dir DIR`) and give DIR as the "
+            f"model, or point HF_HOME at a cache that holds it; the model `tiny` runs a tiny random pipeline")
 
 
 def load_pipeline(model: str, device: torch.device | str = "cpu", half_precision_frozen: bool = False,
@@ -233,6 +245,18 @@ def generate(pipe, prompt: str, seeds: list[int], steps: int, guidance: float, r
     return [image for chunk in outputs for image in chunk]
 
 
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
+
+
+def count_images(folder: str | Path) -> int:
+    """How many images `read_image_folder` would read from `folder` (nothing is decoded)."""
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise SalunError(f"image folder {str(folder)!r} does not exist")
+    return len(_image_files(folder))
+
+
 def read_image_folder(folder: str | Path, resolution: int) -> tuple[torch.Tensor, list[str | None]]:
     """Images in `folder` as a (N, 3, H, W) tensor in [-1, 1], centre-cropped and resized, and each
     image's caption from a .txt file of the same name (None where there is none)."""
@@ -241,7 +265,7 @@ def read_image_folder(folder: str | Path, resolution: int) -> tuple[torch.Tensor
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise SalunError(f"image folder {str(folder)!r} does not exist")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
+    files = _image_files(folder)
     if not files:
         raise SalunError(f"image folder {str(folder)!r} holds no .png/.jpg/.webp/.bmp images")
     images, captions = [], []

@@ -8,6 +8,10 @@
 3. Unlearning: for forget latents noised to x_t, MSE(εθ(x_t | forget), sg[εθ(x_t | pseudo)]) plus
    α × the ordinary diffusion loss on retain latents with their own prompts; Adam; only salient weights
    move, the rest are restored bit-identical after every step (core.saliency.MaskConstraint).
+   The budget is a number of optimizer steps (core.concept.presets): the loop cycles through the
+   forget images, reshuffled at every pass, so it does not depend on how many images were made.
+4. Evaluation (core.concept.evaluation): NudeNet or an ImageNet classifier on images of evaluation
+   prompts generated before and after from the same seeds.
 
 Runs through accelerate: one CPU process as is, or several GPUs under `accelerate launch`, each process
 making and training on its own share of the images, with gradients summed across processes for the
@@ -27,6 +31,8 @@ import torch.nn.functional as F
 
 from core.concept.pipeline import (TINY_MODEL, default_resolution, encode_images, encode_prompts, generate,
                                    load_pipeline, read_image_folder)
+from core.concept.evaluation import ConceptEvaluation, check_evaluation, eval_seeds
+from core.concept.presets import get_preset
 from core.concept.training import expand_batch, noised, forget_gradients, train_salun
 from core.errors import SalunError, check_fraction, check_positive
 from core.steps import Progress
@@ -40,7 +46,9 @@ SMALL_UNET_WEIGHTS = 5_000_000  # below this a run uses one CPU thread (measured
 
 @dataclass
 class ConceptConfig:
-    """Everything a concept-forgetting run depends on; upstream SD defaults unless noted."""
+    """Everything a concept-forgetting run depends on. The defaults are the nudity preset's budget
+    (upstream nsfw_removal: 100 steps) without its evaluation; `ConceptConfig.from_preset("object")`
+    starts from another preset (core.concept.presets)."""
 
     model: str = TINY_MODEL
     forget_prompt: str = "a photo of a nude person"
@@ -49,10 +57,11 @@ class ConceptConfig:
     sparsity: float = 0.5
     alpha: float = 0.1            # upstream 0.1–0.5
     lr: float = 1e-5
-    epochs: int = 1               # upstream 1–5
+    steps: int = 100              # optimizer steps; 0 = epochs × ceil(forget images / batch)
+    epochs: int = 1               # passes over the forget images, used only when steps is 0 (upstream 1–5)
     batch_size: int = 8           # forget images (and as many retain images) per optimizer step
     micro_batch_size: int = 0     # per forward pass; 0 = the whole batch (halved automatically on GPU OOM)
-    images_per_prompt: int = 8    # generated forget images, and retain images per retain prompt
+    images_per_prompt: int = 200  # generated forget images, and retain images per retain prompt (reused)
     mask_guidance: float = 7.5    # w in (1 + w)·ε(forget) − w·ε(""), as upstream; 0 = conditional only
     sample_guidance: float = 7.5  # diffusers guidance_scale for generating images
     inference_steps: int = 50
@@ -64,6 +73,19 @@ class ConceptConfig:
     precision: str = "auto"
     gradient_checkpointing: bool = False  # recompute UNet activations in backward: less memory, ~30% slower
     safety_checker: bool = False
+    evaluation: str = "none"      # "nudenet", "imagenet" or "none" (core.concept.evaluation)
+    eval_prompts: list[str] = field(default_factory=list)  # the user's, added to the judge's own prompts
+    eval_images: int = 2          # images per evaluation prompt, before and after (same seeds)
+    classifier_weights: str | None = None  # local ResNet-50 state dict for the ImageNet evaluation
+    download: bool = False        # may the ImageNet classifier's weights be downloaded
+    preset: str = ""              # the preset these values came from (for the record)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "ConceptConfig":
+        """A preset's values with `overrides` on top (None means "the preset's value")."""
+        preset = get_preset(name)
+        values = {**preset.values, **{k: v for k, v in overrides.items() if v is not None}, "preset": preset.name}
+        return cls(**values)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -82,9 +104,9 @@ class ConceptConfig:
         if not float(self.alpha) >= 0:
             raise SalunError(f"alpha must be >= 0, got {self.alpha}")
         check_positive("lr", self.lr)
-        for name in ("epochs", "batch_size", "images_per_prompt", "inference_steps"):
+        for name in ("epochs", "batch_size", "images_per_prompt", "inference_steps", "eval_images"):
             check_positive(name, getattr(self, name), integer=True)
-        for name in ("micro_batch_size", "resolution"):
+        for name in ("steps", "micro_batch_size", "resolution"):
             if int(getattr(self, name)) < 0:
                 raise SalunError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.resolution and self.resolution % 8:
@@ -93,6 +115,8 @@ class ConceptConfig:
             raise SalunError(f"mask guidance must be >= 0, got {self.mask_guidance}")
         if self.precision not in PRECISIONS:
             raise SalunError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        self.evaluation = check_evaluation(self.evaluation)
+        self.eval_prompts = [str(p).strip() for p in (self.eval_prompts or []) if str(p).strip()]
         return self
 
 
@@ -107,9 +131,12 @@ class ConceptResult:
     losses: list[float]
     timings: dict[str, float]
     is_main_process: bool = True
+    evaluation: dict = field(default_factory=lambda: {"kind": "none"})  # core.concept.evaluation report
+    eval_images: dict[str, dict[str, list]] = field(default_factory=dict)  # prompt -> {"before", "after"}
 
     def summary(self) -> dict:
         return {"config": self.config.to_dict(), "metrics": self.metrics, "timings": self.timings,
+                "eval": self.evaluation,
                 "mask_fraction": mask_fraction(self.mask), "mask_by_block": mask_by_block(self.mask),
                 "steps": len(self.losses), "final_loss": self.losses[-1] if self.losses else None}
 
@@ -260,6 +287,14 @@ def _unlearn_concept(config, pipe, phase_progress, accelerator) -> ConceptResult
     timings["samples_before_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
+    evaluation = ConceptEvaluation(config) if accelerator.is_main_process else None
+    eval_images = {}
+    if evaluation is not None and evaluation.active:
+        eval_images = _eval_images(pipe, config, evaluation.prompts, resolution, accelerator,
+                                   phase("evaluation images before"), "before")
+    timings["eval_before_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
     n = config.images_per_prompt
     forget_seeds = _shard([config.seed * 100_000 + i for i in range(n)], accelerator)
     forget_latents, _ = _make_latents(pipe, config, config.forget_prompt, config.forget_images, forget_seeds,
@@ -335,10 +370,31 @@ def _unlearn_concept(config, pipe, phase_progress, accelerator) -> ConceptResult
             for prompt in sample_prompts:
                 samples[prompt]["after"] = generate(after_pipe, prompt, config.sample_seeds, config.inference_steps,
                                                     config.sample_guidance, resolution)
+        t1 = time.perf_counter()
+        if evaluation.active:
+            _eval_images(after_pipe, config, evaluation.prompts, resolution, accelerator,
+                         phase("evaluation images after"), "after", eval_images)
+        report = evaluation.report({p: v["before"] for p, v in eval_images.items()},
+                                   {p: v["after"] for p, v in eval_images.items()})
+        timings["eval_after_s"] = time.perf_counter() - t1
     accelerator.wait_for_everyone()
-    timings["samples_after_s"] = time.perf_counter() - t0
+    timings["samples_after_s"] = time.perf_counter() - t0 - timings.get("eval_after_s", 0.0)
     timings["total_s"] = time.perf_counter() - started
-    return ConceptResult(config, pipe, unet, mask, metrics, samples, losses, timings, accelerator.is_main_process)
+    return ConceptResult(config, pipe, unet, mask, metrics, samples, losses, timings, accelerator.is_main_process,
+                         report if accelerator.is_main_process else {"kind": config.evaluation}, eval_images)
+
+
+def _eval_images(pipe, config, prompts, resolution, accelerator, progress, when, into=None) -> dict:
+    """Images of each evaluation prompt at the evaluation seeds, stored under `when` in `into`."""
+    into = {} if into is None else into
+    seeds = eval_seeds(config)
+    with accelerator.autocast():
+        for k, prompt in enumerate(prompts):
+            into.setdefault(prompt, {})[when] = generate(pipe, prompt, seeds, config.inference_steps,
+                                                         config.sample_guidance, resolution)
+            if progress:
+                progress(k + 1, len(prompts), 0.0)
+    return into
 
 
 def save_concept_result(result: ConceptResult, directory) -> dict:

@@ -12,6 +12,7 @@ from contextlib import nullcontext
 import torch
 import torch.nn.functional as F
 
+from core.concept.presets import resolved_steps
 from core.errors import SalunError
 from core.saliency import MaskConstraint, accumulate_gradients
 from core.steps import Progress, check_finite
@@ -35,7 +36,10 @@ def forget_gradients(unet, scheduler, latents, forget_emb, null_emb, guidance, m
                      accelerator, progress: Progress | None = None) -> dict[str, torch.Tensor]:
     """|Σ ∇θ ||ε − ε̂θ(x_t)||²| over this process's forget latents, summed over all processes.
 
-    On a single GPU that runs out of memory the micro-batch is halved and the sum started again."""
+    On a single GPU that runs out of memory the micro-batch is halved and the sum started again
+    (accelerate's find_executable_batch_size, with halving and a one-line error at micro-batch 1)."""
+    from accelerate.utils import find_executable_batch_size
+
     def losses(micro):
         for start in range(0, len(latents), micro):
             x0 = latents[start:start + micro]
@@ -50,15 +54,18 @@ def forget_gradients(unet, scheduler, latents, forget_emb, null_emb, guidance, m
                     prediction = unet(x_t, t, expand_batch(forget_emb, len(x0))).sample.float()
             yield F.mse_loss(prediction, noise, reduction="none").mean(dim=(1, 2, 3)).sum()
 
-    while True:
-        total = math.ceil(len(latents) / micro_batch)
-        try:
-            gradients = accumulate_gradients(unet, losses(micro_batch),
-                                             progress=(lambda seen: progress(seen, total, 0.0)) if progress else None)
-            break
-        except torch.cuda.OutOfMemoryError:
-            pass  # outside the except block, the failed pass's tensors are no longer referenced
+    def halve() -> int:
+        nonlocal micro_batch
         micro_batch = _halve_after_oom(micro_batch, accelerator)
+        return micro_batch
+
+    @find_executable_batch_size(starting_batch_size=micro_batch, reduce_batch_size_fn=halve)
+    def whole_pass(micro):
+        total = math.ceil(len(latents) / micro)
+        return accumulate_gradients(unet, losses(micro),
+                                    progress=(lambda seen: progress(seen, total, 0.0)) if progress else None)
+
+    gradients = whole_pass()
     if accelerator.num_processes > 1:  # one tensor at a time, so the peak stays at one extra tensor
         gradients = {name: accelerator.reduce(g, "sum") for name, g in gradients.items()}
     return gradients
@@ -67,10 +74,18 @@ def forget_gradients(unet, scheduler, latents, forget_emb, null_emb, guidance, m
 def _halve_after_oom(micro: int, accelerator) -> int:
     # Several processes cannot retry alone (the others would wait in a collective): they fail instead.
     if micro == 1 or accelerator.num_processes > 1:
-        raise SalunError(f"out of GPU memory at micro-batch {micro}; set a smaller --micro-batch or "
-                         "--resolution, or use a GPU with more memory")
-    torch.cuda.empty_cache()
+        raise SalunError(f"out of memory at micro-batch {micro}; set a smaller --micro-batch or "
+                         "--resolution, use --gradient-checkpointing, or use a GPU with more memory")
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
     return micro // 2
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """Out of accelerator (or CPU) memory, as accelerate recognises it."""
+    from accelerate.utils.memory import should_reduce_batch_size
+
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or should_reduce_batch_size(exc)
 
 
 def salun_losses(unet, frozen_unet, scheduler, forget_x0, forget_emb, pseudo_emb, retain_x0, retain_emb,
@@ -103,7 +118,7 @@ def train_salun(unet, scheduler, mask, forget_latents, forget_emb, pseudo_emb, r
     unet, optimizer = accelerator.prepare(unet, optimizer)
     local_batch = max(1, config.batch_size // accelerator.num_processes)
     total_forget = int(accelerator.reduce(torch.tensor(len(forget_latents), device=accelerator.device), "sum"))
-    steps = config.epochs * max(1, math.ceil(total_forget / config.batch_size))
+    steps = resolved_steps(config.steps, config.epochs, total_forget, config.batch_size)
     order, cursor, losses = torch.randperm(len(forget_latents), generator=generator), 0, []
     unet.train()
     while len(losses) < steps:
@@ -115,14 +130,18 @@ def train_salun(unet, scheduler, mask, forget_latents, forget_emb, pseudo_emb, r
             cursor += 1
         f_idx = torch.tensor(take)
         r_idx = torch.randint(0, len(retain_latents), (len(take),), generator=generator)
+        # Retried here, batch by batch, rather than with find_executable_batch_size: that restarts the
+        # whole function it wraps (retaking steps already taken) and collects garbage on every call.
         while True:
             try:
                 loss = _accumulate(unet, frozen_view, scheduler, forget_latents, forget_emb, pseudo_emb,
                                    retain_latents, retain_embs, f_idx, r_idx, config.alpha, micro, generator,
                                    accelerator)
                 break
-            except torch.cuda.OutOfMemoryError:
-                pass  # outside the except block, the failed pass's tensors are no longer referenced
+            except RuntimeError as exc:
+                if not _out_of_memory(exc):
+                    raise
+            # outside the except block, the failed pass's tensors are no longer referenced
             optimizer.zero_grad(set_to_none=True)
             micro = _halve_after_oom(micro, accelerator)
         constraint.mask_gradients()
