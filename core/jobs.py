@@ -3,8 +3,10 @@
     runner = JobRunner(max_concurrent=1)
     job = runner.submit(lambda progress: experiment.unlearn("salun", progress=progress), label="SalUn")
     job.status, job.queue_position(), job.progress, job.losses   # poll from the UI
+    job.seconds_left                                               # from the measured step time
     job.cancel()                                                   # stops at the next step
     job.wait(); job.result or job.error
+    runner.get(job.key)                                            # find it again (a reloaded page)
 
 The work function receives a `progress(done, total, loss)` callback, the same one the core's methods
 take; cancelling makes that callback raise `CancelledError`, so a run stops at its next step and
@@ -20,10 +22,11 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import secrets
 import threading
 import time
 import traceback
-from collections import deque
+from collections import OrderedDict, deque
 from typing import Any, Callable
 
 from core.errors import CancelledError, SalunError
@@ -35,9 +38,11 @@ FINISHED = (DONE, FAILED, CANCELLED)
 class Job:
     _ids = itertools.count(1)
 
-    def __init__(self, runner: "JobRunner", fn: Callable[[Callable], Any], label: str):
+    def __init__(self, runner: "JobRunner", fn: Callable[[Callable], Any], label: str, info: dict | None = None):
         self.id = next(self._ids)
+        self.key = secrets.token_urlsafe(8)  # names the job in a URL; not guessable, unlike the id
         self.label = label
+        self.info = dict(info or {})  # whatever the submitter needs to show the job again (config, page)
         self.status = QUEUED
         self.progress: tuple[int, int, float] = (0, 0, math.nan)
         self.losses: list[float] = []
@@ -50,11 +55,16 @@ class Job:
         self._runner, self._fn = runner, fn
         self._cancel = threading.Event()
         self._done = threading.Event()
+        self._phase_start: tuple[float, int, int] | None = None  # (time, done, total) when this count began
 
     # -- called by the work function -------------------------------------------------------------
     def report(self, done: int, total: int, loss: float) -> None:
         if self._cancel.is_set():
             raise CancelledError(f"{self.label} was cancelled")
+        now = time.monotonic()
+        start = self._phase_start
+        if start is None or total != start[2] or done < start[1]:  # a new count (a job may run several)
+            self._phase_start = (now, done, total)
         self.progress = (done, total, loss)
         self.losses.append(loss)
 
@@ -69,6 +79,22 @@ class Job:
 
     def wait(self, timeout: float | None = None) -> bool:
         return self._done.wait(timeout)
+
+    @property
+    def cancelling(self) -> bool:
+        return self._cancel.is_set() and not self.finished
+
+    @property
+    def seconds_left(self) -> float | None:
+        """Time left in the current count of steps, from the mean step time measured so far; None
+        until two steps of it have been seen."""
+        if self.finished or self._phase_start is None:
+            return None
+        started, first_done, total = self._phase_start
+        done = self.progress[0]
+        if done <= first_done or total <= 0:
+            return None
+        return (time.monotonic() - started) / (done - first_done) * max(0, total - done)
 
     @property
     def finished(self) -> bool:
@@ -103,13 +129,25 @@ class JobRunner:
         self._lock = threading.Lock()
         self._waiting: deque[Job] = deque()
         self._running: set[Job] = set()
+        self._recent: OrderedDict[str, Job] = OrderedDict()  # key -> job, the last RECENT submitted
 
-    def submit(self, fn: Callable[[Callable], Any], label: str = "job") -> Job:
-        job = Job(self, fn, label)
+    RECENT = 256
+
+    def submit(self, fn: Callable[[Callable], Any], label: str = "job", info: dict | None = None) -> Job:
+        """Queue `fn(progress)`; `info` travels with the job (see Job.info)."""
+        job = Job(self, fn, label, info)
         with self._lock:
             self._waiting.append(job)
+            self._recent[job.key] = job
+            while len(self._recent) > self.RECENT:
+                self._recent.popitem(last=False)
         self._dispatch()
         return job
+
+    def get(self, key: str) -> Job | None:
+        """A recently submitted job by its key, or None (unknown, or forgotten since)."""
+        with self._lock:
+            return self._recent.get(str(key))
 
     def stats(self) -> dict:
         with self._lock:

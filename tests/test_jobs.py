@@ -45,6 +45,28 @@ def test_cancel_stops_a_running_job_at_its_next_step_and_drops_a_waiting_one():
     assert running.progress[0] < 50
 
 
+def test_time_left_comes_from_the_measured_step_time_and_a_job_is_found_again_by_its_key():
+    runner = JobRunner(max_concurrent=1, threads_per_job=1)
+    step, release = threading.Event(), threading.Event()
+
+    def work(progress):
+        progress(0, 10, 1.0)  # the count starts
+        for i in range(1, 4):
+            threading.Event().wait(0.05)  # each step takes ~50 ms
+            progress(i, 10, 1.0)
+        step.set()
+        release.wait(5)
+        return "ok"
+
+    job = runner.submit(work, label="timed", info={"page": "unlearn"})
+    assert step.wait(5)
+    assert 7 * 0.04 < job.seconds_left < 7 * 0.2  # 7 steps left at ~50 ms each
+    assert runner.get(job.key) is job and job.info == {"page": "unlearn"}
+    assert runner.get("not-a-key") is None and len(job.key) >= 10  # keys are not guessable counters
+    release.set()
+    assert job.wait(5) and job.seconds_left is None
+
+
 def test_a_failing_job_reports_its_error_and_the_runner_keeps_going():
     runner = JobRunner(max_concurrent=1, threads_per_job=1)
 
