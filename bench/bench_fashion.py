@@ -1,0 +1,151 @@
+"""SalUn against Retrain on the full Fashion-MNIST (60,000 training, 10,000 test images), shipped classifier.
+
+For each scenario (class-wise: one clothing class; random: 10% of the training set) Retrain trains a new
+model from scratch on the retain set with the shipped model's own recipe (the gold standard), and SalUn
+runs with this dataset's defaults, on the same split. Reported: UA, RA, TA, MIA-Efficacy, Avg. Gap to
+Retrain and the RTE ratio SalUn / Retrain, mean ± std over seeds.
+
+    .venv/bin/python bench/bench_fashion.py                        # class:7 and random:0.1, SalUn seeds 0 1 2
+    .venv/bin/python bench/bench_fashion.py --retrain-seeds 0 1 2  # Retrain once per seed too (3 x 15 min)
+
+Run time is measured twice: wall seconds (what a user waits, on a shared machine) and CPU seconds of this
+single-threaded process (what the work costs, independent of other jobs); the RTE ratio uses CPU
+seconds. Every finished run is kept in runs/bench_fashion/ (one JSON file each), so the benchmark can be
+stopped and resumed, and bench_scaling.py reuses the full-size class-wise runs. The table is written to
+bench/results/fashion.txt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from core.classification.experiment import Experiment, RunConfig
+from core.classification.metrics import avg_gap, evaluate
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = ROOT / "runs" / "bench_fashion"
+RESULTS = ROOT / "bench" / "results" / "fashion.txt"
+KEYS = ("ua", "ra", "ta", "mia_efficacy")
+LABELS = {"ua": "UA", "ra": "RA", "ta": "TA", "mia_efficacy": "MIA-Efficacy"}
+# MIA-Efficacy fits one SVC per member sample on ~10,000 + 10,000 confidences: ~12 CPU s each at this
+# size, so the benchmark averages 3 member samples instead of the app's default.
+MIA_SAMPLES = 3
+
+
+class BenchExperiment(Experiment):
+    """An Experiment that also records the CPU seconds its evaluations take, so that the unlearning's own
+    CPU time can be told apart from the metrics'."""
+
+    eval_cpu = 0.0
+
+    def evaluate(self, model, seed: int = 0, details: bool = False) -> dict:
+        start = time.process_time()
+        kwargs = {"mia_samples": MIA_SAMPLES} if "mia_samples" in inspect.signature(evaluate).parameters else {}
+        out = evaluate(model, self.dataset, self.split, seed=seed, details=details, **kwargs)
+        self.eval_cpu = time.process_time() - start
+        return out
+
+
+def timed_unlearn(experiment: BenchExperiment, method: str, seed: int) -> dict:
+    """One run: its metrics, wall seconds (rte_seconds), CPU seconds (cpu_seconds) and settings."""
+    start = time.process_time()
+    result = experiment.unlearn(method, seed=seed)
+    cpu = time.process_time() - start - experiment.eval_cpu
+    metrics = {k: float(v) for k, v in result.metrics.items() if isinstance(v, (int, float))}
+    params = {k: v for k, v in result.params.items() if isinstance(v, (int, float, str, bool))}
+    return {**metrics, "cpu_seconds": cpu, "params": params}
+
+
+def cached(key: str, compute) -> dict:
+    """The stored result of run `key`, computed (and stored) when it is not there yet."""
+    path = CACHE / f"{key}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    value = compute()
+    CACHE.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".partial")
+    tmp.write_text(json.dumps(value, indent=1))
+    tmp.replace(path)
+    return value
+
+
+def run_key(n_train: int, forget: str, method: str, seed: int, split_seed: int) -> str:
+    return f"n{n_train}_{forget.replace(':', '')}_split{split_seed}_{method}_s{seed}"
+
+
+def fashion_experiment(forget: str, split_seed: int = 0) -> BenchExperiment:
+    config = RunConfig(dataset="fashion_mnist", forget=forget, seed=split_seed)
+    return BenchExperiment.from_config(config, device=torch.device("cpu"))
+
+
+def mean_std(values) -> str:
+    values = list(values)
+    return f"{statistics.mean(values):6.2f} ± {statistics.stdev(values) if len(values) > 1 else 0:4.2f}"
+
+
+def scenario(forget: str, seeds: list[int], retrain_seeds: list[int], split_seed: int, log) -> list[str]:
+    """Retrain (once per retrain seed) and SalUn (once per seed) on one split; the report's lines."""
+    def get(method, seed):
+        key = run_key(60000, forget, method, seed, split_seed)
+
+        def compute():
+            print(f"[{time.strftime('%H:%M:%S')}] running {key}", file=log, flush=True)
+            # A fresh experiment per run, so every SalUn run pays for its own saliency mask.
+            return timed_unlearn(fashion_experiment(forget, split_seed), method, seed)
+        row = cached(key, compute)
+        print(f"{forget:<11} {method:<8} seed {seed}  " + " ".join(f"{k}={row[k]:.2f}" for k in KEYS)
+              + f"  wall {row['rte_seconds']:.1f}s  cpu {row['cpu_seconds']:.1f}s", file=log, flush=True)
+        return row
+
+    retrains = [get("retrain", s) for s in retrain_seeds]
+    saluns = [get("salun", s) for s in seeds]
+    gaps = [avg_gap(s, r) for s in saluns for r in retrains]
+    cpu_ratio = [s["cpu_seconds"] / r["cpu_seconds"] for s in saluns for r in retrains]
+    wall_ratio = [s["rte_seconds"] / r["rte_seconds"] for s in saluns for r in retrains]
+    lines = [f"{forget}: SalUn seeds {seeds}, Retrain seeds {retrain_seeds}, forget set drawn with seed {split_seed}",
+             f"{'metric':<16}{'Retrain':>16}{'SalUn':>16}{'SalUn - Retrain':>18}"]
+    for k in KEYS:
+        diff = statistics.mean(s[k] for s in saluns) - statistics.mean(r[k] for r in retrains)
+        lines.append(f"{LABELS[k]:<16}{mean_std(r[k] for r in retrains):>16}{mean_std(s[k] for s in saluns):>16}{diff:>+18.2f}")
+    lines.append(f"{'RTE CPU (s)':<16}{mean_std(r['cpu_seconds'] for r in retrains):>16}"
+                 f"{mean_std(s['cpu_seconds'] for s in saluns):>16}")
+    lines.append(f"{'RTE wall (s)':<16}{mean_std(r['rte_seconds'] for r in retrains):>16}"
+                 f"{mean_std(s['rte_seconds'] for s in saluns):>16}")
+    lines.append(f"Avg. Gap {mean_std(gaps)}   RTE ratio SalUn/Retrain: CPU {mean_std(cpu_ratio)}, wall {mean_std(wall_ratio)}")
+    lines.append(f"SalUn settings: {saluns[0]['params']}")
+    lines.append(f"Retrain settings: {retrains[0]['params']}")
+    return lines
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scenarios", nargs="+", default=["class:7", "random:0.1"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="SalUn seeds")
+    parser.add_argument("--retrain-seeds", type=int, nargs="+", default=[0],
+                        help="Retrain seeds (each is a full 15-epoch training on ~54,000 images)")
+    parser.add_argument("--split-seed", type=int, default=0, help="seed that draws a random forget set")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    started = time.time()
+    report = [f"SalUn vs Retrain on full Fashion-MNIST (60,000 train / 10,000 test), shipped small CNN; "
+              f"{args.threads} thread(s); MIA-Efficacy over {MIA_SAMPLES} member samples", ""]
+    for forget in args.scenarios:
+        report += scenario(forget, args.seeds, args.retrain_seeds, args.split_seed, sys.stdout) + [""]
+        RESULTS.write_text("\n".join(report) + "\n")
+    report.append(f"total wall time of this invocation {time.time() - started:.0f} s (finished runs are reused)")
+    RESULTS.write_text("\n".join(report) + "\n")
+    print("\n".join(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
