@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench_fashion import (BenchExperiment, CACHE, KEYS, cached, fashion_experiment, run_key, timed_unlearn)
+from bench_fashion import BenchExperiment, CACHE, KEYS, cached, fashion_experiment, run_key, timed_unlearn
 from core.classification.metrics import avg_gap
 from core.classification.training import TrainConfig, accuracy, train_from_scratch, train_meta
 from core.data import ImageDataset, load_dataset, make_split
@@ -67,20 +67,21 @@ def subset_experiment(n: int, forget: str) -> BenchExperiment:
     return BenchExperiment(data, model.eval(), meta, make_split(data, forget, seed=0), device=torch.device("cpu"))
 
 
-def measure(sizes: list[int], forget: str) -> list[dict]:
+def run_at(n: int, forget: str, method: str) -> dict:
+    def compute():
+        print(f"[{time.strftime('%H:%M:%S')}] n={n} {method}", flush=True)
+        return timed_unlearn(subset_experiment(n, forget), method, 0)  # fresh: SalUn pays for its own mask
+    return cached(run_key(n, forget, method, 0, 0), compute)
+
+
+def measure(sizes: list[int], forget: str, retrain_only: bool = False) -> list[dict]:
+    for n in sizes:  # every original and Retrain first: they do not depend on SalUn's settings
+        run_at(n, forget, "retrain")
+    if retrain_only:
+        return []
     rows = []
     for n in sizes:
-        experiment = None
-
-        def get(method):
-            def compute():
-                nonlocal experiment
-                print(f"[{time.strftime('%H:%M:%S')}] n={n} {method}", flush=True)
-                experiment = subset_experiment(n, forget)  # fresh: SalUn pays for its own mask
-                return timed_unlearn(experiment, method, 0)
-            return cached(run_key(n, forget, method, 0, 0), compute)
-
-        retrain, salun = get("retrain"), get("salun")
+        retrain, salun = run_at(n, forget, "retrain"), run_at(n, forget, "salun")
         row = {"n_train": n, "n_forget": None, "salun_cpu_s": salun["cpu_seconds"],
                "retrain_cpu_s": retrain["cpu_seconds"], "salun_wall_s": salun["rte_seconds"],
                "retrain_wall_s": retrain["rte_seconds"], "avg_gap": avg_gap(salun, retrain),
@@ -125,10 +126,13 @@ def main(argv=None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[5000, 15000, 30000, 60000])
     parser.add_argument("--forget", default="class:7")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--retrain-only", action="store_true", help="train the originals and run Retrain only")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     started = time.time()
-    rows = measure(sorted(args.sizes), args.forget)
+    rows = measure(sorted(args.sizes), args.forget, args.retrain_only)
+    if not rows:
+        return 0
     write_results(rows, args.forget)
     print(f"total wall time of this invocation {time.time() - started:.0f} s (finished runs are reused)")
     return 0
