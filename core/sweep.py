@@ -207,17 +207,18 @@ class LocalBackend:
     name = "local"
 
     def __init__(self, workers: int | None = None):
-        workers = os.cpu_count() or 1 if workers is None else int(workers)
-        if workers < 1:
+        if workers is not None and int(workers) < 1:
             raise SalunError(f"--workers must be at least 1, got {workers}")
-        self.workers, self._pool, self._threads = workers, None, DEFAULT_THREADS_PER_RUN
+        self.workers = None if workers is None else int(workers)
+        self._pool, self._threads = None, DEFAULT_THREADS_PER_RUN
+
+    def size_for(self, threads: int) -> None:
+        """Unless told, one worker per `threads` cores: the runs share the machine without oversubscribing it."""
+        if self.workers is None:
+            self.workers = max(1, (os.cpu_count() or 1) // threads)
 
     def start(self, threads: int, gpus: float) -> None:
         self._threads = threads
-        if self.workers == 1:
-            import torch
-
-            torch.set_num_threads(threads)
 
     def _executor(self):
         if self._pool is None:
@@ -417,6 +418,8 @@ class Sweep:
         self.grid, self.backend = grid, backend or LocalBackend()
         self.threads, self.gpus, self.store, self.task = int(threads_per_run), float(gpus_per_run), store, task
         self.device = "cuda" if self.gpus > 0 else "cpu"
+        if isinstance(self.backend, LocalBackend):
+            self.backend.size_for(self.threads)
         self.notify = notify or (lambda message: None)
         self.points = grid.points()
         self.outcomes: list[Outcome] = []
@@ -452,7 +455,9 @@ class Sweep:
                 if found is not None:
                     task.result, task.reused, task.finished = found, True, True
 
-        torch.set_num_threads(self.threads)  # the in-process runner and the driver's own comparisons
+        driver_threads = torch.get_num_threads()
+        if getattr(self.backend, "workers", None) == 1:  # the in-process runner: pinned like a worker
+            torch.set_num_threads(self.threads)
         pending: dict = {}
         try:
             if not all(t.finished for t in tasks.values()):  # all from the store: no Ray to start
@@ -498,6 +503,7 @@ class Sweep:
             if pending:
                 self.backend.cancel(list(pending))
             self.backend.close()
+            torch.set_num_threads(driver_threads)
             self.seconds = time.perf_counter() - start
 
     def _submit(self, task: _Task):

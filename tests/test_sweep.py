@@ -1,0 +1,156 @@
+"""Sweeps: how a grid expands, bad grids refused in one line, the same numbers from the in-process
+runner, the process pool and Ray, shared Retrain references, and a failing run that does not take
+the others down."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from core.cli.commands import main
+from core.sweep import Grid, LocalBackend, Sweep, class_targets, parse_list, run_task
+
+TESTS = Path(__file__).resolve().parent
+
+
+def digits_grid(checkpoint, **changes) -> Grid:
+    values = dict(dataset="digits", forgets=["class:1", "class:2"], methods=["salun"], sparsities=[0.5], seeds=[0],
+                  epochs=1, checkpoint=str(checkpoint))
+    return Grid(**{**values, **changes})
+
+
+def without_timings(row: dict) -> dict:
+    """A run's numbers without its wall-clock time (the one thing that differs from run to run)."""
+    return {k: (without_timings(v) if isinstance(v, dict) else v) for k, v in row.items() if k != "rte_seconds"}
+
+
+def rows(outcomes) -> dict:
+    return {(o.config.forget, o.config.method, o.sparsity, o.config.seed): without_timings(o.row) for o in outcomes}
+
+
+class FailingTask:
+    """Runs like the real task, but fails for one forget target always and for another once (the
+    first attempt leaves a marker file, so the retry, in whichever process, succeeds)."""
+
+    def __init__(self, always: str, once: str, marker: Path):
+        self.always, self.once, self.marker = always, once, str(marker)
+
+    def __call__(self, config, threads, device):
+        if config["forget"] == self.always:
+            raise RuntimeError("injected failure")
+        if config["forget"] == self.once and not Path(self.marker).exists():
+            Path(self.marker).write_text("failed once")
+            raise RuntimeError("injected transient failure")
+        return run_task(config, threads, device)
+
+
+# --- the grid --------------------------------------------------------------------------------------
+
+def test_grid_expands_classes_targets_lists_and_runs_maskless_methods_once(digits_checkpoint):
+    forgets = ["random:0.1", "class:0"] + class_targets("all", "digits", str(digits_checkpoint))
+    assert forgets[2:] == [f"class:{c}" for c in range(10)]
+    assert class_targets("3, 1,3", "digits", str(digits_checkpoint)) == ["class:3", "class:1"]
+    grid = Grid(dataset="digits", forgets=list(dict.fromkeys(forgets)), methods=parse_list("salun,rl", "--method", str),
+                sparsities=parse_list("0.3,0.5,0.7", "--sparsity", float), seeds=parse_list("0,1", "--seeds", int),
+                checkpoint=str(digits_checkpoint))
+    points = grid.points()
+    # 11 forget sets x 2 seeds x (SalUn at 3 sparsities + RL, which has no mask, once)
+    assert len(points) == 11 * 2 * (3 + 1)
+    assert {(p.forget, p.sparsity) for p in points if p.method == "salun" and p.seed == 1} >= {("random:0.1", 0.7)}
+    assert len({(p.forget, p.seed) for p in points if p.method == "rl"}) == len([p for p in points if p.method == "rl"])
+
+
+@pytest.mark.parametrize("flags, says", [
+    (["--sparsity", "0.3,x"], "'x' is not a valid value"),
+    (["--sparsity", "0.3,1.5"], "sparsity"),
+    (["--seeds", "0,,1"], "--seeds"),
+    (["--seeds", "-1"], "seed"),
+    (["--classes", "0,12"], "class 12 does not exist"),
+    (["--method", "salun,nope"], "unknown method 'nope'"),
+    (["--forget", "class"], "class:K"),
+    (["--epochs", "0"], "epochs"),
+    (["--address", "auto"], "--address is for --backend ray"),
+])
+def test_bad_grid_is_one_clear_line_and_exit_2(digits_checkpoint, capsys, flags, says):
+    code = main(["sweep", "--dataset", "digits", "--checkpoint", str(digits_checkpoint), "--no-store", "--quiet", *flags])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and err.startswith("error:") and says in err
+
+
+def test_ray_backend_without_ray_says_how_to_install(digits_checkpoint, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError, as when it is not installed
+    code = main(["sweep", "--dataset", "digits", "--checkpoint", str(digits_checkpoint), "--backend", "ray", "--no-store"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert 'pip install "salun-lab[ray]"' in err
+
+
+# --- running it ------------------------------------------------------------------------------------
+
+def test_cli_json_lines_then_summary_and_the_store_serves_a_repeat(digits_checkpoint, capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("SALUN_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    argv = ["sweep", "--dataset", "digits", "--checkpoint", str(digits_checkpoint), "--classes", "1",
+            "--method", "salun,rl", "--sparsity", "0.3,0.5", "--epochs", "1", "--workers", "1", "--json", "--quiet"]
+    assert main(argv) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    *runs, summary = lines
+    assert sorted((r["method"], r["sparsity"]) for r in runs) == [("rl", None), ("salun", 0.3), ("salun", 0.5)]
+    assert all({"ua", "ra", "ta", "mia_efficacy", "rte_seconds", "forget", "seed"} <= set(r) for r in runs)
+    assert summary["runs"] == 3 and summary["ok"] == 3 and summary["computed_tasks"] == 3 and summary["reused"] == 0
+
+    assert main(argv) == 0  # the same grid again: every run comes from the run store
+    *again, summary = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert summary["computed_tasks"] == 0 and summary["reused"] == 3
+    assert sorted(map(json.dumps, map(without_timings, again))) == sorted(map(json.dumps, map(without_timings, runs)))
+
+
+def test_process_pool_gives_the_in_process_numbers(digits_checkpoint):
+    grid = digits_grid(digits_checkpoint, sparsities=[0.3, 0.5])
+    in_process = Sweep(grid, LocalBackend(workers=1))
+    pool = Sweep(grid, LocalBackend(workers=2))
+    assert rows(in_process.run()) == rows(pool.run())
+    assert pool.summary()["ok"] == 4
+
+
+@pytest.fixture(scope="module")
+def ray_instance():
+    ray = pytest.importorskip("ray")
+    # PYTHONPATH: Ray's workers import FailingTask from this test module
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(TESTS)}})
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_gives_the_local_numbers_and_shares_retrain(ray_instance, digits_checkpoint):
+    from core.sweep import RayBackend
+
+    grid = digits_grid(digits_checkpoint, forgets=["class:1"], sparsities=[0.3, 0.5], compare_retrain=True)
+    local = Sweep(grid, LocalBackend(workers=1))
+    on_ray = Sweep(grid, RayBackend())
+    ray_rows = rows(on_ray.run())
+    assert ray_rows == rows(local.run())
+    assert all(r["retrain"]["method"] == "retrain" and "avg_gap" in r for r in ray_rows.values())
+    # two SalUn runs and one Retrain shared by both
+    assert on_ray.summary()["computed_tasks"] == 3 and on_ray.summary()["backend"] == "ray"
+
+
+def test_ray_failed_task_is_reported_retried_once_and_the_others_finish(ray_instance, digits_checkpoint, tmp_path):
+    from core.sweep import RayBackend
+
+    notices = []
+    task = FailingTask(always="class:2", once="class:1", marker=tmp_path / "failed-once")
+    sweep = Sweep(digits_grid(digits_checkpoint, forgets=["class:1", "class:2", "class:3"]), RayBackend(),
+                  task=task, notify=notices.append)
+    outcomes = {o.config.forget: o for o in sweep.run()}
+    assert outcomes["class:2"].error == "RuntimeError: injected failure"
+    assert outcomes["class:2"].row["error"] == "RuntimeError: injected failure"
+    assert outcomes["class:1"].error is None and outcomes["class:3"].error is None
+    assert outcomes["class:1"].result.metrics["ra"] > 50
+    summary = sweep.summary()
+    assert (summary["ok"], summary["failed"], summary["retries"]) == (2, 1, 2)
+    assert any("class:2" in n and "retrying once" in n for n in notices)
+    assert any("class:2" in n and n.endswith("failed: RuntimeError: injected failure") for n in notices)
