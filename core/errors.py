@@ -100,3 +100,33 @@ def public_message(exc: BaseException | str, hosted: bool) -> str:
     """The one line to show for a user error: as is locally, without server paths in hosted mode."""
     text = " ".join(str(exc).split())
     return strip_paths(text) if hosted else text
+
+
+def non_finite_entries(values, path: str = "") -> list[str]:
+    """The dotted names of every NaN or infinite number inside nested dicts and lists."""
+    found: list[str] = []
+    if isinstance(values, dict):
+        for key, value in values.items():
+            found += non_finite_entries(value, f"{path}.{key}" if path else str(key))
+    elif isinstance(values, (list, tuple)):
+        for i, value in enumerate(values):
+            found += non_finite_entries(value, f"{path}[{i}]")
+    elif isinstance(values, float) and not math.isfinite(values):
+        found.append(f"{path} = {values}")
+    elif hasattr(values, "dtype") and getattr(values, "ndim", 1) == 0:  # a numpy or torch scalar
+        try:
+            number = float(values)
+        except (TypeError, ValueError):
+            return found
+        if not math.isfinite(number):
+            found.append(f"{path} = {number}")
+    return found
+
+
+def check_finite_metrics(summary, what: str = "the run") -> None:
+    """No result with a NaN or infinite metric is reported as a success (or saved, or printed as JSON)."""
+    bad = non_finite_entries(summary)
+    if bad:
+        more = f" (+{len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise DivergedError(f"{what} produced a non-finite metric, {bad[0]}{more}: it diverged (try a smaller "
+                            "learning rate or fewer steps) or had too few samples to measure it")

@@ -21,7 +21,7 @@ from torch import nn
 
 from core.checkpoint import ASSETS, load_checkpoint, save_checkpoint, save_mask
 from core.data import DATASETS, ForgetSplit, ImageDataset, load_dataset, make_split, parse_forget
-from core.errors import CheckpointError, SalunError, check_fraction
+from core.errors import CheckpointError, SalunError, check_finite_metrics, check_fraction
 from core.classification.metrics import avg_gap, evaluate
 from core.classification.models import default_device
 from core.saliency import DEFAULT_SPARSITY, Mask, classifier_gradients, saliency_mask
@@ -199,11 +199,18 @@ def run(config: RunConfig, progress: Progress | None = None, compare_retrain: bo
 
 
 def save_run(result: RunResult, directory: Path) -> None:
-    """The run as files: unlearned weights with their sidecar, the mask, config.json and metrics.json."""
-    directory.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(result.model.cpu(), directory / "model.safetensors",
-                    {**result.extra.get("meta", {}), "unlearning": result.config.to_dict()})
-    if result.mask is not None:
-        save_mask(result.mask, directory / "mask.safetensors")
-    (directory / "config.json").write_text(json.dumps(result.config.to_dict(), indent=2))
-    (directory / "metrics.json").write_text(json.dumps(result.summary(), indent=2))
+    """The run as files: unlearned weights with their sidecar, the mask, config.json and metrics.json.
+
+    Written into a temporary folder next to `directory` and moved into place at the end: a failed save
+    (no space, unwritable folder) is one SalunError line and leaves no partial folder."""
+    from core.checkpoint import atomic_directory
+
+    summary = result.summary()
+    check_finite_metrics(summary)
+    with atomic_directory(directory) as folder:
+        save_checkpoint(result.model.cpu(), folder / "model.safetensors",
+                        {**result.extra.get("meta", {}), "unlearning": result.config.to_dict()})
+        if result.mask is not None:
+            save_mask(result.mask, folder / "mask.safetensors")
+        (folder / "config.json").write_text(json.dumps(result.config.to_dict(), indent=2))
+        (folder / "metrics.json").write_text(json.dumps(summary, indent=2, allow_nan=False))

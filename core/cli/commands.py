@@ -9,16 +9,16 @@ of stdout is one JSON object.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from core.cli import classify, concept, generation, sweep
+from core.cli.checks import OneLineParser, check_options, json_line, operator_limits
 from core.cli.common import EXIT_USER_ERROR
 from core.errors import CancelledError, SalunError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m core.cli", description="SalUn Lab: saliency unlearning, headless.")
+    parser = OneLineParser(prog="python -m core.cli", description="SalUn Lab: saliency unlearning, headless.")
     sub = parser.add_subparsers(dest="command", required=True)
     classify.add_commands(sub)
     generation.add_commands(sub)
@@ -31,7 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        check_options(args, operator_limits())  # every number, path and limit, before any work starts
         summary = args.func(args)
+        line = json_line(summary)  # refuses a NaN or infinite metric: no command exits 0 with one
     except SalunError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
@@ -42,5 +44,5 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted; nothing was saved", file=sys.stderr)
         return 130
     if args.json:
-        print(json.dumps(summary, default=float))
+        print(line)
     return getattr(args, "exit_status", 0)  # sweep: 1 when some runs failed

@@ -79,16 +79,19 @@ def cmd_unlearn_gen(args) -> dict:
     result = run_generation(config, progress=bar.phase(config.method))
     bar.close()
     summary = result.summary()
-    if args.save:
-        directory = Path(args.save)
-        directory.mkdir(parents=True, exist_ok=True)
-        save_generator(result.unlearning.model, directory / "generator.safetensors",
-                       {**result.meta["generator"], "unlearning": config.to_dict(),
-                        "command": " ".join(["python -m core.cli"] + sys.argv[1:])})
-        if result.unlearning.mask is not None:
-            save_mask(result.unlearning.mask, directory / "mask.safetensors")
-        (directory / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
-        (directory / "metrics.json").write_text(json.dumps(summary, indent=2, default=float))
+    if args.save:  # a temporary folder moved into place: a failed save is one line and leaves nothing
+        from core.checkpoint import atomic_directory
+        from core.errors import check_finite_metrics
+
+        check_finite_metrics(summary)
+        with atomic_directory(args.save) as directory:
+            save_generator(result.unlearning.model, directory / "generator.safetensors",
+                           {**result.meta["generator"], "unlearning": config.to_dict(),
+                            "command": " ".join(["python -m core.cli"] + sys.argv[1:])})
+            if result.unlearning.mask is not None:
+                save_mask(result.unlearning.mask, directory / "mask.safetensors")
+            (directory / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+            (directory / "metrics.json").write_text(json.dumps(summary, indent=2, default=float, allow_nan=False))
     if not args.json:
         print(f"{config.dataset}: generator {config.generator}, judged by {config.classifier}, guidance {config.guidance}")
         print(f"{'metric':<42}{'before':>10}{'after':>10}")
