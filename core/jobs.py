@@ -15,6 +15,11 @@ nothing half-done is kept. Because jobs live outside any one page run, a Streaml
 
 Torch's intra-op thread pool is process-wide, so threads per job are set once for the process:
 cores // max_concurrent, at least 1. Two jobs each using all cores only slow each other down.
+
+On a Ray cluster: with SALUN_RAY_ADDRESS set (auto, ray://HOST:PORT), a job submitted with
+`remote=(task, args)` (a picklable function computing the same result anywhere) runs as a Ray task
+there instead of in this process; its thread here only waits, so queue positions, limits and cancel
+work as before (cancelling cancels the task). Jobs without `remote` still run here.
 """
 
 from __future__ import annotations
@@ -118,7 +123,7 @@ class Job:
 
 
 class JobRunner:
-    def __init__(self, max_concurrent: int = 1, threads_per_job: int | None = None):
+    def __init__(self, max_concurrent: int = 1, threads_per_job: int | None = None, remote="env"):
         if int(max_concurrent) < 1:
             raise SalunError(f"max_concurrent must be at least 1, got {max_concurrent}")
         self.max_concurrent = int(max_concurrent)
@@ -130,12 +135,16 @@ class JobRunner:
         self._waiting: deque[Job] = deque()
         self._running: set[Job] = set()
         self._recent: OrderedDict[str, Job] = OrderedDict()  # key -> job, the last RECENT submitted
+        self.remote = _remote_from_env() if remote == "env" else remote  # core.sweep.RayJobs or None
 
     RECENT = 256
 
-    def submit(self, fn: Callable[[Callable], Any], label: str = "job", info: dict | None = None) -> Job:
-        """Queue `fn(progress)`; `info` travels with the job (see Job.info)."""
+    def submit(self, fn: Callable[[Callable], Any], label: str = "job", info: dict | None = None,
+               remote: tuple | None = None) -> Job:
+        """Queue `fn(progress)`; `info` travels with the job (see Job.info). `remote=(task, args)`: what
+        runs instead on the Ray cluster when there is one (see the module docstring)."""
         job = Job(self, fn, label, info)
+        job.remote = remote if self.remote is not None else None
         with self._lock:
             self._waiting.append(job)
             self._recent[job.key] = job
@@ -180,7 +189,10 @@ class JobRunner:
 
     def _run(self, job: Job) -> None:
         try:
-            job.result = job._fn(job.report)
+            if job.remote is not None:
+                job.result = self.remote.run(*job.remote, cancelled=job._cancel.is_set)
+            else:
+                job.result = job._fn(job.report)
             job.status = DONE
         except CancelledError as exc:
             job.error, job.status = exc, CANCELLED
@@ -193,3 +205,10 @@ class JobRunner:
                 self._running.discard(job)
             job._done.set()
             self._dispatch()
+
+
+def _remote_from_env():
+    from core.sweep import RayJobs, ray_address_from_env
+
+    address = ray_address_from_env()
+    return RayJobs(address) if address else None

@@ -573,3 +573,50 @@ def describe(config) -> str:
 def one_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+# --- the app's job runner on a Ray cluster (SALUN_RAY_ADDRESS) -----------------------------------
+
+class RayJobs:
+    """Runs a job's work as one Ray task on the cluster at `address` (core.jobs.JobRunner uses this when
+    SALUN_RAY_ADDRESS is set). The job's own thread waits for the task, so the runner's queue
+    positions and limits stay as they are; cancelling the job cancels the task."""
+
+    def __init__(self, address: str):
+        self.address = address
+        self._lock = __import__("threading").Lock()
+
+    def _ray(self):
+        ray = import_ray()
+        with self._lock:
+            if not ray.is_initialized():
+                ray.init(address=self.address, logging_level="WARNING", log_to_driver=False)
+        return ray
+
+    def run(self, task: Callable, args: tuple, cancelled: Callable[[], bool], cpus: int = DEFAULT_THREADS_PER_RUN):
+        """`task(*args)` on the cluster; polls `cancelled()` while it runs and cancels the task if so
+        (then raises core.errors.CancelledError)."""
+        from core.errors import CancelledError
+
+        ray = self._ray()
+        ref = ray.remote(num_cpus=cpus, max_retries=0)(_ray_apply).remote(task, args)
+        while True:
+            ready, _ = ray.wait([ref], num_returns=1, timeout=0.5)
+            if ready:
+                try:
+                    return ray.get(ref)
+                except ray.exceptions.RayTaskError as exc:
+                    cause = getattr(exc, "cause", None)
+                    raise (cause if isinstance(cause, Exception) else exc) from None
+            if cancelled():
+                ray.cancel(ref, force=True)
+                raise CancelledError("cancelled; the run on the Ray cluster was stopped")
+
+
+def _ray_apply(task: Callable, args: tuple):
+    return task(*args)
+
+
+def ray_address_from_env(environ=None) -> str | None:
+    """SALUN_RAY_ADDRESS: where the app sends its runs (auto, ray://HOST:PORT); unset: run them here."""
+    return ((environ if environ is not None else os.environ).get("SALUN_RAY_ADDRESS") or "").strip() or None

@@ -154,3 +154,49 @@ def test_ray_failed_task_is_reported_retried_once_and_the_others_finish(ray_inst
     assert (summary["ok"], summary["failed"], summary["retries"]) == (2, 1, 2)
     assert any("class:2" in n and "retrying once" in n for n in notices)
     assert any("class:2" in n and n.endswith("failed: RuntimeError: injected failure") for n in notices)
+
+
+# --- the app's job runner on Ray -------------------------------------------------------------------
+
+def sleepy(seconds: float) -> str:
+    import time
+
+    time.sleep(seconds)
+    return f"slept {seconds}"
+
+
+def test_job_runner_runs_here_unless_salun_ray_address_is_set(monkeypatch):
+    from core.jobs import JobRunner
+    from core.sweep import ray_address_from_env
+
+    monkeypatch.delenv("SALUN_RAY_ADDRESS", raising=False)
+    runner = JobRunner(max_concurrent=1)
+    assert runner.remote is None
+    job = runner.submit(lambda progress: "ran here", remote=(sleepy, (60,)))  # remote is ignored without a cluster
+    assert job.wait(30) and job.result == "ran here"
+    assert ray_address_from_env({"SALUN_RAY_ADDRESS": " ray://head:10001 "}) == "ray://head:10001"
+    assert ray_address_from_env({"SALUN_RAY_ADDRESS": ""}) is None
+
+
+def test_job_runner_on_ray_gives_the_local_result_keeps_queue_positions_and_cancels(ray_instance, digits_checkpoint):
+    from core.classification.experiment import RunConfig
+    from core.jobs import CANCELLED, DONE, JobRunner
+    from core.sweep import RayJobs
+
+    runner = JobRunner(max_concurrent=1, threads_per_job=2, remote=RayJobs("auto"))
+    slow = runner.submit(lambda progress: pytest.fail("ran locally"), label="slow", remote=(sleepy, (120,)))
+    config = RunConfig(dataset="digits", forget="class:1", epochs=1, checkpoint=str(digits_checkpoint)).to_dict()
+    run = runner.submit(lambda progress: pytest.fail("ran locally"), label="SalUn", remote=(run_task, (config, 1, "cpu")))
+    assert run.queue_position() == 1
+    slow.cancel()
+    assert slow.wait(30) and slow.status == CANCELLED
+    assert run.wait(120) and run.status == DONE, run.message
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        here = run_task(config, 1, "cpu")  # pins torch's threads, as every sweep run does
+    finally:
+        torch.set_num_threads(threads)
+    assert {k: v for k, v in run.result.metrics.items() if k != "rte_seconds"} == \
+           {k: v for k, v in here.metrics.items() if k != "rte_seconds"}

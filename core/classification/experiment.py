@@ -15,6 +15,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -22,7 +23,7 @@ from torch import nn
 from core.checkpoint import ASSETS, load_checkpoint, save_checkpoint, save_mask
 from core.data import DATASETS, ForgetSplit, ImageDataset, load_dataset, make_split, parse_forget
 from core.errors import CheckpointError, SalunError, check_finite_metrics, check_fraction
-from core.classification.metrics import avg_gap, evaluate
+from core.classification.metrics import avg_gap, avg_gap_std, evaluate, forget_label_distribution, js_divergence
 from core.classification.models import default_device
 from core.saliency import DEFAULT_SPARSITY, Mask, classifier_gradients, saliency_mask
 from core.classification.training import TrainConfig, copy_model
@@ -87,6 +88,7 @@ class RunResult:
         if self.retrain is not None:
             out["retrain"] = self.retrain.summary()
             out["avg_gap"] = round(avg_gap(self.metrics, self.retrain.metrics), 4)
+            out["avg_gap_std"] = round(avg_gap_std(self.metrics, self.retrain.metrics), 4)
         return out
 
 
@@ -133,13 +135,21 @@ class Experiment:
     def evaluate(self, model: nn.Module, seed: int = 0, details: bool = False) -> dict:
         return evaluate(model, self.dataset, self.split, seed=seed, details=details)
 
+    def js_to_retrain(self, model: nn.Module, retrain_model: nn.Module) -> float:
+        """Jensen-Shannon divergence (bits) between where `model` and Retrain send the forget images."""
+        return js_divergence(forget_label_distribution(model, self.dataset, self.split),
+                             forget_label_distribution(retrain_model, self.dataset, self.split))
+
     def original_metrics(self, seed: int = 0) -> dict:
         if seed not in self._original_metrics:
             self._original_metrics[seed] = self.evaluate(self.original, seed)
         return self._original_metrics[seed]
 
     def unlearn(self, method: str, seed: int = 0, sparsity: float = DEFAULT_SPARSITY, masked: bool = False,
-                progress: Progress | None = None, config: RunConfig | None = None, **overrides) -> RunResult:
+                progress: Progress | None = None, config: RunConfig | None = None,
+                watch: Callable[[nn.Module, int, int], None] | None = None, **overrides) -> RunResult:
+        """Run `method` on a copy of the original. `watch(model, done, total)`, if given, sees the model
+        after every step (core.classification.compare.replay evaluates it there)."""
         spec = get_method(method)
         given = {k: v for k, v in overrides.items() if v is not None}
         params = method_params(spec, seed=seed, forget_kind=self.split.target.kind,
@@ -151,6 +161,8 @@ class Experiment:
             mask = self.mask(sparsity)
         mask_seconds = time.perf_counter() - start
         model = copy_model(self.original)
+        if watch is not None:
+            progress = _watched(progress, watch, model)
         losses = spec.run(model, self.data, params, mask=mask, progress=progress)
         rte = time.perf_counter() - start
         metrics = {**self.evaluate(model, seed), "rte_seconds": rte}
@@ -168,6 +180,14 @@ class Experiment:
             return {}
         t = self.data.original_training
         return {"epochs": t.epochs, "lr": t.lr, "batch_size": t.batch_size}
+
+
+def _watched(progress: Progress | None, watch, model: nn.Module) -> Progress:
+    def report(done: int, total: int, loss: float) -> None:
+        watch(model, done, total)
+        if progress:
+            progress(done, total, loss)
+    return report
 
 
 def load_original(dataset: str, checkpoint: str | None = None, device=None) -> tuple[nn.Module, dict]:
@@ -195,6 +215,8 @@ def run(config: RunConfig, progress: Progress | None = None, compare_retrain: bo
     if compare_retrain:
         result.retrain = (result if result.method == "retrain" else
                           experiment.unlearn("retrain", seed=config.seed, progress=retrain_progress))
+        if result.retrain is not result:
+            result.metrics["js_to_retrain"] = experiment.js_to_retrain(result.model, result.retrain.model)
     return result
 
 
