@@ -23,7 +23,8 @@ import torch
 from core.data import load_dataset
 from core.diffusion.metrics import generate_grid, generation_metrics
 from core.diffusion.run import GenerationRunConfig, load_models
-from core.diffusion.methods import generation_split, get_generation_method, unlearn_generator
+from core.diffusion.methods import generation_split, unlearn_generator
+from core.methods import get_method
 
 RESULTS = Path(__file__).resolve().parent / "results" / "generation.txt"
 
@@ -47,7 +48,7 @@ def main(argv=None) -> int:
     config = GenerationRunConfig(method=args.method, seed=args.seed, per_class=args.per_class).validate()
     generator, gen_meta, classifier, _ = load_models()
     dataset = load_dataset(gen_meta.get("dataset", "mnist5k"))
-    method = get_generation_method(args.method)
+    method = get_method(args.method, "generation")
     lines = [
         f"# bench_generation: forget one class from the shipped generator ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})",
         f"# machine: {platform.processor() or platform.machine()}, {__import__('os').cpu_count()} CPUs shared with other "
@@ -55,7 +56,7 @@ def main(argv=None) -> int:
         f"torch {torch.__version__}",
         f"# generator: {gen_meta.get('steps_done')} training steps; metrics from {args.per_class} images/class, "
         f"guidance {config.guidance}, {config.sample_steps} DDIM steps, seed {args.seed}",
-        f"# method {method.label}, params " + json.dumps({**method.defaults, **{k: v for k, v in
+        f"# method {method.label}, params " + json.dumps({**method.defaults(), **{k: v for k, v in
             (("steps", args.steps), ("lr", args.lr), ("alpha", args.alpha)) if v is not None}, "sparsity": args.sparsity}),
         "# goal: RTE <= 180 s, UA >= 95 %, retained accuracy drop <= 3 points",
     ]

@@ -10,7 +10,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from core.checkpoint import state_checksum
-from core.classification.methods import METHODS
+from core.methods import get_method, registry
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,7 +47,7 @@ def run_salun(at: AppTest) -> AppTest:
 
 
 def replace_salun(monkeypatch, run):
-    monkeypatch.setitem(METHODS, "salun", dataclasses.replace(METHODS["salun"], run=run))
+    monkeypatch.setitem(registry._REGISTRY, ("classification", "salun"), dataclasses.replace(get_method("salun"), run=run))
 
 
 def assert_recovered(at: AppTest):
@@ -95,7 +95,7 @@ def test_a_diverging_loss_is_explained_and_the_original_is_unchanged(page, monke
 
     def runaway_gradient_ascent(model, data, params, mask=None, progress=None):
         # the real GA loop with a learning rate no form allows: its loss runs off to infinity
-        return run_ga(model, data, {**METHODS["ga"].defaults, "seed": 0, "lr": 1e6, "epochs": 5}, mask, progress)
+        return run_ga(model, data, {**get_method("ga").defaults(), "seed": 0, "lr": 1e6, "epochs": 5}, mask, progress)
 
     before = original_checksum(page)
     replace_salun(monkeypatch, runaway_gradient_ascent)

@@ -5,7 +5,9 @@ import torch
 
 from core.checkpoint import state_checksum
 from core.errors import DivergedError, SalunError
-from core.classification.methods import METHODS
+from core.methods import methods
+
+METHODS = methods("classification")
 
 MASKABLE = [name for name, m in METHODS.items() if m.mask != "none"]
 SMALL_BUDGET = {"salun": {"epochs": 2}, "rl": {"epochs": 2}, "ft": {"epochs": 1}, "l1_sparse": {"epochs": 1},
@@ -15,7 +17,7 @@ SMALL_BUDGET = {"salun": {"epochs": 2}, "rl": {"epochs": 2}, "ft": {"epochs": 1}
 @pytest.mark.parametrize("method", MASKABLE)
 def test_weights_outside_the_mask_stay_bit_identical(digits_experiment, method):
     exp = digits_experiment
-    assert METHODS[method].defaults.get("weight_decay", 0) > 0 or method == "ssd"  # the hard case: decay + momentum
+    assert METHODS[method].defaults().get("weight_decay", 0) > 0 or method == "ssd"  # the hard case: decay + momentum
     result = exp.unlearn(method, seed=0, sparsity=0.3, masked=True, **SMALL_BUDGET[method])
     original = dict(exp.original.named_parameters())
     moved_inside = 0

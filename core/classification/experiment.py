@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
 
+from core.config import config_from_dict
 from core.checkpoint import ASSETS, load_checkpoint, save_checkpoint, save_mask
 from core.data import DATASETS, ForgetSplit, ImageDataset, load_dataset, make_split, parse_forget
 from core.errors import CheckpointError, SalunError, check_finite_metrics, check_fraction
@@ -28,7 +29,8 @@ from core.classification.models import default_device
 from core.saliency import DEFAULT_SPARSITY, Mask, classifier_gradients, saliency_mask
 from core.classification.training import TrainConfig, copy_model
 from core.steps import Progress
-from core.classification.methods import UnlearnData, get_method, method_params
+from core.classification.methods import UnlearnData
+from core.methods import Method, get_method
 
 
 def default_checkpoint(dataset: str) -> Path:
@@ -58,11 +60,7 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "RunConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise SalunError(f"unknown config keys {unknown}; allowed: {', '.join(sorted(known))}")
-        return cls(**values)
+        return config_from_dict(cls, values)
 
     def overrides(self) -> dict:
         return {**self.options, "epochs": self.epochs, "lr": self.lr, "alpha": self.alpha}
@@ -151,13 +149,12 @@ class Experiment:
         """Run `method` on a copy of the original. `watch(model, done, total)`, if given, sees the model
         after every step (core.classification.compare.replay evaluates it there)."""
         spec = get_method(method)
-        given = {k: v for k, v in overrides.items() if v is not None}
-        params = method_params(spec, seed=seed, forget_kind=self.split.target.kind,
-                               **{**self._recipe_defaults(spec.name), **given})
+        params = spec.resolve(seed, self.dataset.name, self.split.target.kind, base=self._recipe_defaults(spec),
+                              **overrides)
         sparsity = check_fraction("sparsity", sparsity)
         start = time.perf_counter()
         mask = None
-        if spec.mask == "required" or (masked and spec.mask == "optional"):
+        if spec.uses_mask(masked):
             mask = self.mask(sparsity)
         mask_seconds = time.perf_counter() - start
         model = copy_model(self.original)
@@ -174,9 +171,15 @@ class Experiment:
         return RunResult(config, spec.name, metrics, params, losses, model, mask, mask_seconds,
                          extra={"meta": dict(self.meta)})  # so a saved model names its architecture
 
-    def _recipe_defaults(self, method: str) -> dict:
+    def method_defaults(self, method: str) -> dict:
+        """The settings `method` runs with here unless told otherwise: its declared defaults for this
+        dataset and kind of forget target (Retrain: the original model's own recipe)."""
+        spec = get_method(method)
+        return {**spec.defaults(self.dataset.name, self.split.target.kind), **self._recipe_defaults(spec)}
+
+    def _recipe_defaults(self, method: Method) -> dict:
         """Retrain repeats the original model's own training recipe."""
-        if method != "retrain":
+        if method.name != "retrain":
             return {}
         t = self.data.original_training
         return {"epochs": t.epochs, "lr": t.lr, "batch_size": t.batch_size}

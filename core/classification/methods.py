@@ -4,12 +4,14 @@
 
 `model` is a private copy that the method changes in place (`unlearn` below makes that copy, so the
 original is never touched). `data` holds the forget and retain sets. `params` is a plain dict whose
-keys are the method's `defaults`. A `mask` (parameter name -> bool tensor) is a hard constraint: every
-weight outside it ends bit-identical to where it started, whatever the optimizer does.
+keys are the method's declared settings (checked by core.methods before the run). A `mask` (parameter
+name -> bool tensor) is a hard constraint: every weight outside it ends bit-identical to where it
+started, whatever the optimizer does.
 
 Methods: SalUn (random labels under the saliency mask), Retrain (from scratch on Dr, the gold
 standard), FT (fine-tune on Dr), GA (gradient ascent on Df), RL (random labels, no mask), ℓ1-sparse (FT
-with a decaying ℓ1 penalty) and SSD (selective synaptic dampening, no training).
+with a decaying ℓ1 penalty) and SSD (selective synaptic dampening, no training). Each is declared at the
+bottom of this file with its settings (core.methods.Param) and registered in core.methods.
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ from typing import Callable
 import torch
 from torch import nn
 
-from core.errors import SalunError, check_positive
-from core.saliency import Mask, MaskConstraint
+from core.errors import SalunError
+from core.methods import Method, Param, register
+from core.saliency import MaskConstraint
 from core.classification.training import TrainConfig, batches, fit
-from core.steps import MaskedSteps, Progress, make_generator, seeded_global_rng
+from core.steps import MaskedSteps, make_generator, seeded_global_rng
 
 
 @dataclass
@@ -35,20 +38,6 @@ class UnlearnData:
     retain_y: torch.Tensor
     num_classes: int
     original_training: TrainConfig = field(default_factory=TrainConfig)  # recipe Retrain repeats
-
-
-@dataclass(frozen=True)
-class UnlearningMethod:
-    name: str
-    label: str
-    summary: str
-    run: Callable
-    defaults: dict
-    mask: str  # "required" (SalUn), "optional", or "none" (Retrain trains a new model)
-    random_defaults: dict = field(default_factory=dict)  # changes when forgetting a random share or a list
-
-    def params_for(self, forget_kind: str) -> dict:
-        return {**self.defaults, **(self.random_defaults if forget_kind != "class" else {})}
 
 
 def _sgd(model: nn.Module, params: dict) -> torch.optim.Optimizer:
@@ -66,81 +55,87 @@ def _device(model):
     return next(model.parameters()).device
 
 
-def _relabel_run(model, data: UnlearnData, params: dict, mask, progress, what: str) -> list[float]:
-    """Random labels on Df plus α × cross-entropy on Dr; one epoch = one pass over Df, each forget batch
-    paired with a random retain batch. Used by SalUn (with its mask) and RL (without)."""
-    device, generator = _device(model), make_generator(params["seed"])
+def _sgd_epochs(model, params: dict, mask, progress, what: str, n: int, generator: torch.Generator,
+                batch_loss: Callable[[torch.Tensor, int], torch.Tensor]) -> list[float]:
+    """The loop every training method here shares: `epochs` passes over `n` samples in shuffled batches,
+    SGD with momentum and weight decay whose rate decays linearly to zero, every step under the mask.
+    `batch_loss(idx, done)` gives the loss of one batch of sample indices after `done` steps."""
     constraint = MaskConstraint(model, mask) if mask is not None else None
-    bs, n_f, n_r = params["batch_size"], len(data.forget_y), len(data.retain_y)
-    step = MaskedSteps(model, _sgd(model, params), constraint, params["epochs"] * math.ceil(n_f / bs), progress, what)
+    bs = params["batch_size"]
+    step = MaskedSteps(model, _sgd(model, params), constraint, params["epochs"] * math.ceil(n / bs), progress, what)
+    model.train()
+    for _ in range(params["epochs"]):
+        for idx in batches(n, bs, generator):
+            step(batch_loss(idx, len(step.losses)))
+    model.eval()
+    return step.losses
+
+
+def run_relabel(model, data: UnlearnData, params: dict, mask=None, progress=None, what: str = "SalUn") -> list[float]:
+    """Random labels on Df plus α × cross-entropy on Dr; one epoch = one pass over Df, each forget batch
+    paired with a random retain batch. SalUn (with its mask) and RL (without) are this one function."""
+    device, generator = _device(model), make_generator(params["seed"])
+    n_r = len(data.retain_y)
     loss_fn = nn.CrossEntropyLoss()
     # One random label per forget image for the whole run, as upstream: labels redrawn every step
     # cannot be fitted, and their never-ending gradient noise erodes the retained classes.
     random_labels = _random_other_labels(data.forget_y, data.num_classes, generator)
-    model.train()
-    for _ in range(params["epochs"]):
-        for idx in batches(n_f, bs, generator):
-            xf = data.forget_x[idx].to(device)
-            yf = random_labels[idx].to(device)
-            r = torch.randint(0, n_r, (params["retain_batch_size"],), generator=generator)
-            xr, yr = data.retain_x[r].to(device), data.retain_y[r].to(device)
-            logits = model(torch.cat([xf, xr]))  # one forward pass for both: faster than two small ones
-            step(loss_fn(logits[:len(idx)], yf) + params["alpha"] * loss_fn(logits[len(idx):], yr))
-    model.eval()
-    return step.losses
+
+    def batch_loss(idx, done):
+        xf = data.forget_x[idx].to(device)
+        yf = random_labels[idx].to(device)
+        r = torch.randint(0, n_r, (params["retain_batch_size"],), generator=generator)
+        xr, yr = data.retain_x[r].to(device), data.retain_y[r].to(device)
+        logits = model(torch.cat([xf, xr]))  # one forward pass for both: faster than two small ones
+        return loss_fn(logits[:len(idx)], yf) + params["alpha"] * loss_fn(logits[len(idx):], yr)
+
+    return _sgd_epochs(model, params, mask, progress, what, len(data.forget_y), generator, batch_loss)
 
 
 def run_salun(model, data, params, mask=None, progress=None):
     if mask is None:
         raise SalunError("SalUn needs a saliency mask; compute one with core.saliency.saliency_mask")
-    return _relabel_run(model, data, params, mask, progress, "SalUn")
+    return run_relabel(model, data, params, mask, progress, "SalUn")
 
 
 def run_rl(model, data, params, mask=None, progress=None):
-    return _relabel_run(model, data, params, mask, progress, "RL")
+    return run_relabel(model, data, params, mask, progress, "RL")
 
 
-def _retain_run(model, data, params, mask, progress, what, l1: float = 0.0) -> list[float]:
+def run_retain(model, data: UnlearnData, params: dict, mask=None, progress=None, what: str = "FT",
+               l1: float = 0.0) -> list[float]:
     """Fine-tuning on Dr, optionally with an ℓ1 penalty that decays linearly to zero (ℓ1-sparse)."""
     device, generator = _device(model), make_generator(params["seed"])
-    constraint = MaskConstraint(model, mask) if mask is not None else None
-    bs, n_r = params["batch_size"], len(data.retain_y)
-    total = params["epochs"] * math.ceil(n_r / bs)
-    step = MaskedSteps(model, _sgd(model, params), constraint, total, progress, what)
+    total = params["epochs"] * math.ceil(len(data.retain_y) / params["batch_size"])
     loss_fn = nn.CrossEntropyLoss()
-    model.train()
-    for _ in range(params["epochs"]):
-        for idx in batches(n_r, bs, generator):
-            loss = loss_fn(model(data.retain_x[idx].to(device)), data.retain_y[idx].to(device))
-            if l1:
-                weight = l1 * (1 - len(step.losses) / total)
-                loss = loss + weight * sum(p.abs().sum() for p in model.parameters())
-            step(loss)
-    model.eval()
-    return step.losses
+
+    def batch_loss(idx, done):
+        loss = loss_fn(model(data.retain_x[idx].to(device)), data.retain_y[idx].to(device))
+        if l1:
+            weight = l1 * (1 - done / total)
+            loss = loss + weight * sum(p.abs().sum() for p in model.parameters())
+        return loss
+
+    return _sgd_epochs(model, params, mask, progress, what, len(data.retain_y), generator, batch_loss)
 
 
 def run_ft(model, data, params, mask=None, progress=None):
-    return _retain_run(model, data, params, mask, progress, "FT")
+    return run_retain(model, data, params, mask, progress, "FT")
 
 
 def run_l1_sparse(model, data, params, mask=None, progress=None):
-    return _retain_run(model, data, params, mask, progress, "l1-sparse", l1=params["alpha"])
+    return run_retain(model, data, params, mask, progress, "l1-sparse", l1=params["alpha"])
 
 
 def run_ga(model, data, params, mask=None, progress=None):
     """Gradient ascent: maximise cross-entropy on Df."""
     device, generator = _device(model), make_generator(params["seed"])
-    constraint = MaskConstraint(model, mask) if mask is not None else None
-    bs, n_f = params["batch_size"], len(data.forget_y)
-    step = MaskedSteps(model, _sgd(model, params), constraint, params["epochs"] * math.ceil(n_f / bs), progress, "GA")
     loss_fn = nn.CrossEntropyLoss()
-    model.train()
-    for _ in range(params["epochs"]):
-        for idx in batches(n_f, bs, generator):
-            step(-loss_fn(model(data.forget_x[idx].to(device)), data.forget_y[idx].to(device)))
-    model.eval()
-    return step.losses
+
+    def batch_loss(idx, done):
+        return -loss_fn(model(data.forget_x[idx].to(device)), data.forget_y[idx].to(device))
+
+    return _sgd_epochs(model, params, mask, progress, "GA", len(data.forget_y), generator, batch_loss)
 
 
 def _fisher_diagonal(model, x, y, batch_size, progress, done, total) -> tuple[dict, int]:
@@ -197,53 +192,69 @@ def run_retrain(model, data, params, mask=None, progress=None):
                generator, _device(model), progress, "Retrain")
 
 
-_SGD = {"momentum": 0.9, "weight_decay": 5e-4, "batch_size": 64}
+# --- declarations --------------------------------------------------------------------------------
+
+def _epochs(default: int, over: str) -> Param:
+    return Param("epochs", int, default, low=0, low_open=True, high=1000, label="Epochs", primary=True,
+                 meaning=f"passes over the {over}")
+
+
+def _lr(default: float, optimizer: str = "SGD") -> Param:
+    return Param("lr", float, default, low=0, low_open=True, label="Learning rate", primary=True, step=1e-4,
+                 meaning=f"{optimizer} step size: too small and the forget accuracy will not drop; too large and "
+                         "the kept classes suffer")
+
+
+def _batch_size(default: int, what: str = "images per step") -> Param:
+    return Param("batch_size", int, default, low=0, low_open=True, high=100_000, label="Batch size", meaning=what)
+
+
+MOMENTUM = Param("momentum", float, 0.9, low=0, high=1, label="Momentum", step=0.05, meaning="SGD momentum")
+WEIGHT_DECAY = Param("weight_decay", float, 5e-4, low=0, high=1, label="Weight decay", step=1e-4,
+                     meaning="SGD weight decay; weights outside the mask still end exactly where they started")
+SGD_PARAMS = (MOMENTUM, WEIGHT_DECAY, _batch_size(64))
+
 # Tuned on the shipped mnist5k model (bench/bench_classification.py): class-wise forgetting needs a
-# longer, gentler run; a random share needs a heavier retain term so the kept data is not disturbed.
-_RELABEL = {"epochs": 5, "lr": 1e-3, "alpha": 16.0, "retain_batch_size": 128, **_SGD}
-_RELABEL_RANDOM = {"epochs": 2, "alpha": 8.0, "retain_batch_size": 256}
+# longer, gentler run; a random share (or an index list) needs a heavier retain term so the kept data is
+# not disturbed.
+RELABEL_PARAMS = (
+    _epochs(5, "forget set"), _lr(1e-3),
+    Param("alpha", float, 16.0, low=0, label="α", primary=True, step=0.5,
+          meaning="weight of the cross-entropy on the retain set, against the random-label loss on the forget set"),
+    Param("retain_batch_size", int, 128, low=0, low_open=True, high=100_000, label="Retain batch size",
+          meaning="retain images paired with every forget batch"),
+    *SGD_PARAMS,
+)
+RELABEL_NOT_CLASS = {"epochs": 2, "alpha": 8.0, "retain_batch_size": 256}
+RELABEL_OVERRIDES = {("*", "random"): RELABEL_NOT_CLASS, ("*", "indices"): RELABEL_NOT_CLASS}
 
-METHODS: dict[str, UnlearningMethod] = {m.name: m for m in [
-    UnlearningMethod("salun", "SalUn", "Random labels on the forget set plus retain loss, moving only salient weights.",
-                     run_salun, _RELABEL, "required", _RELABEL_RANDOM),
-    UnlearningMethod("retrain", "Retrain", "Train from scratch without the forget set: the gold standard.",
-                     run_retrain, {"epochs": 20, "lr": 1e-3, "batch_size": 128}, "none"),
-    UnlearningMethod("ft", "FT", "Fine-tune on the retain set only.",
-                     run_ft, {"epochs": 2, "lr": 0.02, **_SGD}, "optional"),
-    UnlearningMethod("ga", "GA", "Gradient ascent on the forget set.",
-                     run_ga, {"epochs": 3, "lr": 1e-3, **_SGD}, "optional"),
-    UnlearningMethod("rl", "RL", "Random labels on the forget set plus retain loss, all weights free.",
-                     run_rl, _RELABEL, "optional", _RELABEL_RANDOM),
-    UnlearningMethod("l1_sparse", "ℓ1-sparse", "Fine-tune on the retain set with a decaying ℓ1 penalty.",
-                     run_l1_sparse, {"epochs": 2, "lr": 0.02, "alpha": 5e-5, **_SGD}, "optional"),
-    UnlearningMethod("ssd", "SSD", "Dampen weights far more important to the forget set than to all data; no training.",
-                     run_ssd, {"alpha": 10.0, "dampening": 1.0, "batch_size": 128}, "optional"),
-]}
-
-
-def get_method(name: str) -> UnlearningMethod:
-    key = str(name).lower().replace("-", "_")
-    if key not in METHODS:
-        raise SalunError(f"unknown method {name!r}; choose one of: {', '.join(METHODS)}")
-    return METHODS[key]
-
-
-def method_params(method: UnlearningMethod, seed: int = 0, forget_kind: str = "class", **overrides) -> dict:
-    """The method's defaults for this kind of forget target, with `overrides` applied (None: keep), validated."""
-    params = dict(method.params_for(forget_kind), seed=int(seed))
-    for key, value in overrides.items():
-        if value is None:
-            continue
-        if key not in params:
-            raise SalunError(f"{method.label} has no setting {key!r}; it takes: {', '.join(sorted(params))}")
-        params[key] = value
-    for key in ("epochs", "batch_size"):
-        if key in params:
-            params[key] = check_positive(key, params[key], integer=True)
-    for key in ("lr", "dampening"):
-        if key in params:
-            params[key] = check_positive(key, params[key])
-    if "alpha" in params:
-        if not (isinstance(params["alpha"], (int, float)) and params["alpha"] >= 0 and math.isfinite(params["alpha"])):
-            raise SalunError(f"alpha must be a finite number >= 0, got {params['alpha']!r}")
-    return params
+for _method in [
+    Method("salun", "SalUn", "Random labels on the forget set plus retain loss, moving only salient weights.",
+           "classification", run_salun, RELABEL_PARAMS, mask="required", overrides=RELABEL_OVERRIDES),
+    Method("retrain", "Retrain", "Train from scratch without the forget set: the gold standard.",
+           "classification", run_retrain,
+           # the experiment replaces these with the original model's own recipe (Experiment.method_defaults)
+           (_epochs(20, "retain set"), _lr(1e-3, "Adam"), _batch_size(128)), mask="none"),
+    Method("ft", "FT", "Fine-tune on the retain set only.", "classification", run_ft,
+           (_epochs(2, "retain set"), _lr(0.02), *SGD_PARAMS)),
+    Method("ga", "GA", "Gradient ascent on the forget set.", "classification", run_ga,
+           (_epochs(3, "forget set"), _lr(1e-3), *SGD_PARAMS)),
+    Method("rl", "RL", "Random labels on the forget set plus retain loss, all weights free.", "classification",
+           run_rl, RELABEL_PARAMS, overrides=RELABEL_OVERRIDES),
+    Method("l1_sparse", "ℓ1-sparse", "Fine-tune on the retain set with a decaying ℓ1 penalty.", "classification",
+           run_l1_sparse,
+           (_epochs(2, "retain set"), _lr(0.02),
+            Param("alpha", float, 5e-5, low=0, label="α", primary=True, step=1e-5,
+                  meaning="weight of the ℓ1 penalty on all weights at the first step; it decays linearly to 0"),
+            *SGD_PARAMS)),
+    Method("ssd", "SSD", "Dampen weights far more important to the forget set than to all data; no training.",
+           "classification", run_ssd,
+           (Param("alpha", float, 10.0, low=0, label="α", primary=True, step=0.5,
+                  meaning="selection threshold: a weight is dampened when its Fisher importance on the forget set "
+                          "exceeds α × its importance on all training data"),
+            Param("dampening", float, 1.0, low=0, low_open=True, label="λ (dampening)", step=0.1,
+                  meaning="a selected weight is scaled by min(λ · importance on all data / importance on the "
+                          "forget set, 1)"),
+            _batch_size(128, "images per Fisher-importance batch"))),
+]:
+    register(_method)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from core.cli.common import ProgressBar, add_common_options
+from core.cli.common import ProgressBar, add_common_options, add_method_options, method_help, method_values
 from core.errors import SalunError
 
 
@@ -53,8 +53,10 @@ def cmd_train(args) -> dict:
 def cmd_unlearn(args) -> dict:
     from core.classification.experiment import RunConfig, run, save_run
 
+    settings = method_values(args)
     config = RunConfig(dataset=args.dataset, forget=args.forget, method=args.method, sparsity=args.sparsity,
-                       seed=args.seed, epochs=args.epochs, lr=args.lr, alpha=args.alpha, masked=args.masked,
+                       seed=args.seed, epochs=settings.pop("epochs", None), lr=settings.pop("lr", None),
+                       alpha=settings.pop("alpha", None), options=settings, masked=args.masked,
                        checkpoint=args.checkpoint, data_root=args.data_root, download=args.download)
     bar = ProgressBar(not args.quiet)
     result = run(config, progress=bar.phase(config.method), compare_retrain=args.compare_retrain,
@@ -100,15 +102,13 @@ def add_commands(sub) -> None:
     p = sub.add_parser("unlearn", help="unlearn a forget set from a trained classifier")
     add_common_options(p)
     p.add_argument("--forget", default="class:3", help="class:K, random:SHARE or indices:PATH")
-    p.add_argument("--method", default="salun", help="salun, retrain, ft, ga, rl, l1_sparse, ssd")
+    p.add_argument("--method", default="salun", help=method_help("classification"))
     p.add_argument("--sparsity", type=float, default=0.5, help="share of all weights the saliency mask selects")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--alpha", type=float, default=None, help="retain-loss weight (SalUn/RL), l1 weight, SSD threshold")
     p.add_argument("--masked", action="store_true", help="constrain a baseline to the saliency mask too")
     p.add_argument("--checkpoint", default=None, help="original model (default: the shipped one)")
     p.add_argument("--compare-retrain", action="store_true", help="also retrain from scratch and report Avg. Gap")
     p.add_argument("--save", default=None, help="folder for model, mask, config and metrics")
+    add_method_options(p, "classification")
     p.set_defaults(func=cmd_unlearn)
 
     p = sub.add_parser("mask", help="per-layer statistics of the saliency mask")

@@ -13,7 +13,7 @@ import sys
 
 from core.cli import audit, classify, concept, generation, sweep
 from core.cli.checks import OneLineParser, check_options, json_line, operator_limits
-from core.cli.common import EXIT_USER_ERROR
+from core.cli.common import EXIT_USER_ERROR, plugin_specs
 from core.errors import CancelledError, SalunError
 
 
@@ -29,7 +29,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:  # plugins first: their methods bring their own --flags to the parser
+        from core.methods import load_env_plugins, load_plugins
+
+        load_env_plugins()
+        load_plugins(plugin_specs(argv))
+        parser = build_parser()
+    except SalunError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
     args = parser.parse_args(argv)
     try:
         check_options(args, operator_limits())  # every number, path and limit, before any work starts

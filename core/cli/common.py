@@ -42,3 +42,62 @@ def add_common_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_plugin_option(p)
+
+
+def add_plugin_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--plugin", action="append", default=[], metavar="FILE_OR_MODULE",
+                   help="load unlearning methods from a .py file or a module (repeatable; also $SALUN_PLUGINS)")
+
+
+def plugin_specs(argv: list[str]) -> list[str]:
+    """The --plugin values in `argv`, read before the full parser is built (a plugin's methods bring flags)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    add_plugin_option(pre)
+    known, _ = pre.parse_known_args(argv)
+    return known.plugin
+
+
+def add_method_options(p: argparse.ArgumentParser, family: str) -> None:
+    """One flag per setting of the family's methods (plugins included), typed and explained from their
+    declarations in core.methods: `--epochs`, `--retain-batch-size`, ... Unset flags keep the chosen
+    method's default; a flag the chosen method does not take is refused when the run is checked."""
+    from core.errors import SalunError
+    from core.methods import all_params
+    from core.methods.params import _fmt
+
+    names = []
+    for name, declared in all_params(family).items():
+        flag = "--" + name.replace("_", "-")
+        if flag in p._option_string_actions:
+            owners = ", ".join(m.name for m, _ in declared)
+            raise SalunError(f"the setting {name!r} of {owners} clashes with the option {flag}; rename the setting")
+        types = {param.type for _, param in declared}
+        by_meaning: dict[str, list[str]] = {}
+        for method, param in declared:
+            special = [f"{'/'.join(k for k in key if k != '*')} {_fmt(values[name])}"
+                       for key, values in method.overrides.items() if name in values]
+            by_meaning.setdefault(f"{param.meaning} ({param.range_text()})", []).append(
+                f"{method.name} {_fmt(method.defaults()[name])}" + (f" ({', '.join(special)})" if special else ""))
+        help_text = "; ".join(f"{meaning}, default {', '.join(defaults)}" for meaning, defaults in by_meaning.items())
+        help_text = help_text.replace("%", "%%")
+        if types == {bool}:
+            p.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            kind = types.pop() if len(types) == 1 else (float if types <= {int, float} else str)
+            p.add_argument(flag, dest=name, type=kind, default=None, metavar=name.upper(), help=help_text)
+        names.append(name)
+    p.set_defaults(method_options=names)
+
+
+def method_values(args) -> dict:
+    """The method settings given on the command line (unset flags left out)."""
+    return {name: getattr(args, name) for name in getattr(args, "method_options", [])
+            if getattr(args, name) is not None}
+
+
+def method_help(family: str) -> str:
+    """--method's help: every registered method of the family with its one-line summary."""
+    from core.methods import methods
+
+    return "; ".join(f"{name}: {m.summary}" for name, m in methods(family).items()).replace("%", "%%")

@@ -9,7 +9,7 @@ a generator given with --generator); a dataset without a generator is a one-line
 
 from __future__ import annotations
 
-from core.cli.common import add_common_options
+from core.cli.common import add_common_options, add_method_options, method_help, method_values
 
 import sys
 import time
@@ -70,8 +70,10 @@ def cmd_unlearn_gen(args) -> dict:
         import torch
 
         torch.set_num_threads(args.threads)
+    settings = method_values(args)
     config = GenerationRunConfig(forget=args.forget, method=args.method, seed=args.seed, sparsity=args.sparsity,
-                                 masked=args.masked, steps=args.steps, lr=args.lr, alpha=args.alpha,
+                                 masked=args.masked, steps=settings.pop("steps", None), lr=settings.pop("lr", None),
+                                 alpha=settings.pop("alpha", None), options=settings,
                                  guidance=args.guidance, sample_steps=args.sample_steps, per_class=args.per_class,
                                  generator=args.generator, classifier=args.checkpoint,
                                  dataset=args.dataset).validate().resolved()
@@ -159,12 +161,9 @@ def add_commands(subparsers) -> None:
     p = subparsers.add_parser("unlearn-gen", help="make the generator forget a class; metrics before and after")
     add_common_options(p)
     p.add_argument("--forget", default="class:3", help="class:K")
-    p.add_argument("--method", default="salun", help="salun, rl, ga, ft")
+    p.add_argument("--method", default="salun", help=method_help("generation"))
     p.add_argument("--sparsity", type=float, default=0.5, help="share of all weights the saliency mask selects")
     p.add_argument("--masked", action="store_true", help="constrain a baseline to the saliency mask too")
-    p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the method's)")
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--alpha", type=float, default=None, help="weight of the retained-class diffusion loss")
     p.add_argument("--guidance", type=float, default=None,
                    help="classifier-free guidance for sampling (default: the generator's own, from its sidecar)")
     p.add_argument("--sample-steps", type=int, default=DEFAULT_SAMPLE_STEPS, help="DDIM steps per image")
@@ -173,6 +172,7 @@ def add_commands(subparsers) -> None:
     p.add_argument("--checkpoint", default=None, help="classifier that judges the images (default: the dataset's shipped one)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--save", default=None, help="folder for the unlearned generator, mask, config and metrics")
+    add_method_options(p, "generation")
     p.set_defaults(func=cmd_unlearn_gen, dataset=None)
 
     p = subparsers.add_parser("eval-gen", help="share of generated images the classifier recognises, per guidance")

@@ -3,8 +3,8 @@
     method.run(model, data, params, mask=None, progress=None) -> list of step losses
 
 as for the classifier methods (core.classification.methods): `model` is a private copy changed in place
-(`unlearn_generator` makes it, so the original is never touched), `params` holds the method's
-`defaults`, and a `mask` is a hard constraint: weights outside it end bit-identical to where they
+(`unlearn_generator` makes it, so the original is never touched), `params` holds the method's declared
+settings (checked by core.methods), and a `mask` is a hard constraint: weights outside it end bit-identical to where they
 started, whatever Adam's moments or weight decay would do. `progress(done, total, loss)` is called
 after every step and may raise CancelledError.
 
@@ -14,6 +14,9 @@ after every step and may raise CancelledError.
 - RL: the same objective without the mask.
 - GA: gradient ascent on the forgotten class's diffusion loss (runs away quickly: few steps, small lr).
 - FT: the ordinary diffusion loss on the retained classes only; a cheap stand-in for retraining.
+
+Each is declared with its settings near the end of this file and registered in core.methods (family
+"generation").
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import torch.nn.functional as F
 from core.diffusion.model import DEFAULT_GUIDANCE, ConditionalUNet, check_class, check_guidance, to_model_range, train_scheduler
 from core.diffusion.training import diffusion_loss
 from core.errors import SalunError, check_fraction, check_positive
+from core.methods import Method, Param, get_method, register
 from core.saliency import DEFAULT_SPARSITY, Mask, MaskConstraint, accumulate_gradients, saliency_mask
 from core.steps import MaskedSteps, Progress
 
@@ -119,27 +123,34 @@ def _batch(x: torch.Tensor, size: int, generator: torch.Generator, y: torch.Tens
     return (x[idx], None) if y is None else (x[idx], y[idx])
 
 
-def _check_params(params: dict, data: GenerationData) -> None:
-    check_positive("steps", params["steps"], integer=True)
-    check_positive("learning rate", params["lr"])
-    check_positive("batch size", params["batch_size"], integer=True)
-    if params.get("alpha", 0) < 0:
-        raise SalunError(f"alpha must be >= 0, got {params['alpha']}")
+def _check_data(data: GenerationData) -> None:
     if len(data.forget_x) == 0:
         raise SalunError("the forget set is empty")
     if len(data.retain_x) == 0:
         raise SalunError("the retain set is empty: forgetting the only class leaves nothing to keep")
 
 
-def _relabel_run(model, data: GenerationData, params: dict, mask, progress, what: str) -> list[float]:
-    _check_params(params, data)
+def _adam_loop(model, data: GenerationData, params: dict, mask, progress, what: str, step_loss) -> list[float]:
+    """The loop every generator method here shares: `steps` Adam steps under the mask, each on the loss
+    `step_loss(generator, scheduler, device)` of freshly drawn batches, noise and timesteps."""
+    _check_data(data)
     scheduler = train_scheduler(model.config)
     steps = _adam_steps(model, params, mask, progress, what)
     device = next(model.parameters()).device
-    substitute = substitute_class(data.forget_class, data.num_classes)
     generator = torch.Generator().manual_seed(int(params["seed"]))
     model.train()
     for _ in range(steps.total):
+        steps(step_loss(generator, scheduler, device))
+    model.eval()
+    return steps.losses
+
+
+def run_relabel(model, data: GenerationData, params: dict, mask=None, progress=None, what: str = "SalUn") -> list[float]:
+    """eps(x_t | c_f) pulled to a detached eps(x_t | c') on forget images, plus alpha x the diffusion loss
+    on retained classes. SalUn (with its mask) and RL (without) are this one function."""
+    substitute = substitute_class(data.forget_class, data.num_classes)
+
+    def step_loss(generator, scheduler, device):
         xf, _ = _batch(data.forget_x, params["batch_size"], generator)
         x0 = to_model_range(xf).to(device)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (len(x0),), generator=generator).to(device)
@@ -151,61 +162,60 @@ def _relabel_run(model, data: GenerationData, params: dict, mask, progress, what
         if params["alpha"] > 0:
             xr, yr = _batch(data.retain_x, params["batch_size"], generator, data.retain_y)
             loss = loss + params["alpha"] * diffusion_loss(model, scheduler, to_model_range(xr).to(device), yr.to(device), generator)
-        steps(loss)
-    model.eval()
-    return steps.losses
+        return loss
+
+    return _adam_loop(model, data, params, mask, progress, what, step_loss)
 
 
 def run_salun(model, data, params, mask=None, progress=None):
     if mask is None:
         raise SalunError("SalUn needs a saliency mask; compute one with saliency_mask()")
-    return _relabel_run(model, data, params, mask, progress, "SalUn")
+    return run_relabel(model, data, params, mask, progress, "SalUn")
 
 
 def run_rl(model, data, params, mask=None, progress=None):
-    return _relabel_run(model, data, params, mask, progress, "RL")
+    return run_relabel(model, data, params, mask, progress, "RL")
 
 
 def run_ga(model, data, params, mask=None, progress=None):
-    _check_params(params, data)
-    scheduler = train_scheduler(model.config)
-    steps = _adam_steps(model, params, mask, progress, "GA")
-    device = next(model.parameters()).device
-    generator = torch.Generator().manual_seed(int(params["seed"]))
-    model.train()
-    for _ in range(steps.total):
+    """Gradient ascent on the forgotten class's diffusion loss."""
+    def step_loss(generator, scheduler, device):
         xf, _ = _batch(data.forget_x, params["batch_size"], generator)
         labels = torch.full((len(xf),), data.forget_class, dtype=torch.long, device=device)
-        steps(-diffusion_loss(model, scheduler, to_model_range(xf).to(device), labels, generator))
-    model.eval()
-    return steps.losses
+        return -diffusion_loss(model, scheduler, to_model_range(xf).to(device), labels, generator)
+
+    return _adam_loop(model, data, params, mask, progress, "GA", step_loss)
 
 
 def run_ft(model, data, params, mask=None, progress=None):
-    _check_params(params, data)
-    scheduler = train_scheduler(model.config)
-    steps = _adam_steps(model, params, mask, progress, "FT")
-    device = next(model.parameters()).device
-    generator = torch.Generator().manual_seed(int(params["seed"]))
-    model.train()
-    for _ in range(steps.total):
+    """The ordinary diffusion loss on the retained classes only."""
+    def step_loss(generator, scheduler, device):
         xr, yr = _batch(data.retain_x, params["batch_size"], generator, data.retain_y)
-        steps(diffusion_loss(model, scheduler, to_model_range(xr).to(device), yr.to(device), generator))
-    model.eval()
-    return steps.losses
+        return diffusion_loss(model, scheduler, to_model_range(xr).to(device), yr.to(device), generator)
+
+    return _adam_loop(model, data, params, mask, progress, "FT", step_loss)
 
 
-@dataclass(frozen=True)
-class GenerationMethod:
-    name: str
-    label: str
-    summary: str
-    run: Callable
-    defaults: dict
-    mask: str  # "required" (SalUn), "optional" (baselines may be constrained too)
+# --- declarations -------------------------------------------------------------------------------
+
+def _steps(default: int) -> Param:
+    return Param("steps", int, default, low=0, low_open=True, high=100_000, label="Unlearning steps", primary=True,
+                 meaning="Adam steps, each on a fresh batch")
 
 
-_ADAM = {"weight_decay": 0.0, "grad_clip": 1.0, "batch_size": 32}
+LR = Param("lr", float, 2.5e-4, low=0, low_open=True, label="Learning rate", primary=True, step=5e-5,
+           meaning="Adam step size (constant): higher forgets in fewer steps but costs the retained classes more")
+ALPHA = Param("alpha", float, 2.5, low=0, label="α (retained-class loss weight)", primary=True, step=0.5,
+              meaning="weight of the ordinary diffusion loss on the retained classes; 0 lets the model forget "
+                      "every class")
+ADAM_PARAMS = (
+    Param("weight_decay", float, 0.0, low=0, high=1, label="Weight decay", step=1e-4,
+          meaning="Adam weight decay; weights outside the mask still end exactly where they started"),
+    Param("grad_clip", float, 1.0, low=0, label="Gradient clip", step=0.5,
+          meaning="largest gradient norm per step (0: no clipping)"),
+    Param("batch_size", int, 32, low=0, low_open=True, high=10_000, label="Batch size",
+          meaning="images drawn per step (forget and retained batches alike)"),
+)
 
 # Defaults tuned on the shipped mnist5k generator for the speed goal (<= 3 min on 2 CPU cores, UA >= 95 %,
 # retained accuracy within 3 points); see bench/results/generation.txt. Upstream runs 1000 steps at
@@ -214,36 +224,18 @@ _ADAM = {"weight_decay": 0.0, "grad_clip": 1.0, "batch_size": 32}
 # alpha 5 ~2 but forgot class 0 only to UA 80 in 60 steps; 2.5 sits between).
 # A higher learning rate forgets in fewer steps but Adam's first steps then move every salient weight
 # by about lr at once, which costs the retained classes far more than it saves in time.
-GENERATION_METHODS: dict[str, GenerationMethod] = {
-    "salun": GenerationMethod(
-        "salun", "SalUn", "Map the forgotten class to another class (c+1 mod K) under the saliency mask, "
-        "plus alpha x the diffusion loss on retained classes.", run_salun,
-        {"steps": 60, "lr": 2.5e-4, "alpha": 2.5, **_ADAM}, "required"),
-    "rl": GenerationMethod(
-        "rl", "RL", "SalUn's objective on all weights (no mask).", run_rl,
-        {"steps": 60, "lr": 2.5e-4, "alpha": 2.5, **_ADAM}, "optional"),
-    "ga": GenerationMethod(
-        "ga", "GA", "Gradient ascent on the forgotten class's diffusion loss.", run_ga,
-        {"steps": 20, "lr": 2.5e-4, **_ADAM}, "optional"),
-    "ft": GenerationMethod(
-        "ft", "FT (retrain stand-in)", "Fine-tune with the ordinary diffusion loss on retained classes only.",
-        run_ft, {"steps": 60, "lr": 2.5e-4, **_ADAM}, "optional"),
-}
-
-
-def get_generation_method(name: str) -> GenerationMethod:
-    key = str(name).strip().lower()
-    if key not in GENERATION_METHODS:
-        raise SalunError(f"unknown generation method {name!r}; choose one of: {', '.join(GENERATION_METHODS)}")
-    return GENERATION_METHODS[key]
-
-
-def generation_params(method: GenerationMethod, seed: int = 0, **overrides) -> dict:
-    unknown = sorted(k for k, v in overrides.items() if v is not None and k not in method.defaults)
-    if unknown:
-        raise SalunError(f"{method.label} has no parameter {', '.join(unknown)}; it takes: {', '.join(method.defaults)}")
-    params = {**method.defaults, **{k: v for k, v in overrides.items() if v is not None}, "seed": int(seed)}
-    return params
+for _method in [
+    Method("salun", "SalUn", "Map the forgotten class to another class (c+1 mod K) under the saliency mask, "
+           "plus alpha x the diffusion loss on retained classes.", "generation", run_salun,
+           (_steps(60), LR, ALPHA, *ADAM_PARAMS), mask="required"),
+    Method("rl", "RL", "SalUn's objective on all weights (no mask).", "generation", run_rl,
+           (_steps(60), LR, ALPHA, *ADAM_PARAMS)),
+    Method("ga", "GA", "Gradient ascent on the forgotten class's diffusion loss.", "generation", run_ga,
+           (_steps(20), LR, *ADAM_PARAMS)),
+    Method("ft", "FT (retrain stand-in)", "Fine-tune with the ordinary diffusion loss on retained classes only.",
+           "generation", run_ft, (_steps(60), LR, *ADAM_PARAMS)),
+]:
+    register(_method)
 
 
 # --- one run ------------------------------------------------------------------------------------
@@ -263,7 +255,7 @@ class GenerationUnlearning:
 def unlearn_generator(original: ConditionalUNet, data: GenerationData, method: str = "salun",
                       sparsity: float = DEFAULT_SPARSITY, seed: int = 0, masked: bool = False,
                       mask_guidance: float = DEFAULT_GUIDANCE, mask_images: int = 128,
-                      progress: Progress | None = None, watch: Callable | None = None,
+                      progress: Progress | None = None, watch: Callable | None = None, dataset: str = "*",
                       **overrides) -> GenerationUnlearning:
     """Forget `data.forget_class` from a deep copy of `original`; the original is never modified.
 
@@ -271,17 +263,18 @@ def unlearn_generator(original: ConditionalUNet, data: GenerationData, method: s
     weights, at the sampling guidance as upstream does, and its time counts in `rte_seconds`, as the
     paper's RTE does. `watch(model, done, total,
     loss)`, if given, sees the model being changed after every step (for a live preview; its time is
-    not counted in `rte_seconds`).
+    not counted in `rte_seconds`). `overrides` are the method's settings (None: its default for
+    `dataset`), checked against its declaration in core.methods.
     """
-    spec = get_generation_method(method)
+    spec = get_method(method, "generation")
     sparsity = check_fraction("sparsity", sparsity)
-    params = generation_params(spec, seed, **overrides)
+    params = spec.resolve(seed, dataset, "class", **overrides)
     check_class(original, data.forget_class, "forgotten class")
     start = time.perf_counter()
     model = copy.deepcopy(original)
     mask = gradients = None
     timings = {}
-    if spec.mask == "required" or masked:
+    if spec.uses_mask(masked):
         gradients = generation_gradients(model, data.forget_x, data.forget_class, mask_guidance, mask_images, seed=seed)
         mask = saliency_mask(gradients, sparsity)
         timings["mask_seconds"] = time.perf_counter() - start

@@ -12,13 +12,14 @@ so guidance 1 is the plain conditional model and guidance 0 the unconditional on
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from core.checkpoint import ASSETS, load_state_strict, read_meta, read_tensors, save_checkpoint
+from core.config import config_from_dict
 from core.errors import CheckpointError, SalunError, check_positive
 
 # One shipped generator per dataset that has one; each is judged by that dataset's shipped classifier.
@@ -68,14 +69,10 @@ class UNetConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "UNetConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise CheckpointError(f"unknown generator config keys {unknown}; allowed: {', '.join(sorted(known))}")
         values = dict(values)
         if "block_out_channels" in values:
             values["block_out_channels"] = tuple(int(c) for c in values["block_out_channels"])
-        return cls(**values)
+        return config_from_dict(cls, values, CheckpointError, "generator config")
 
 
 class ConditionalUNet(nn.Module):

@@ -11,7 +11,7 @@ that judges it; a dataset without a generator is an error, never a quiet substit
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 
@@ -20,7 +20,9 @@ from core.data import DEFAULT_DATASET, load_dataset, parse_forget
 from core.diffusion.model import (DEFAULT_SAMPLE_STEPS, ConditionalUNet, check_guidance, default_generator,
                                   default_guidance, load_generator)
 from core.diffusion.metrics import generation_metrics
-from core.diffusion.methods import GenerationUnlearning, generation_split, get_generation_method, unlearn_generator
+from core.diffusion.methods import GenerationUnlearning, generation_split, unlearn_generator
+from core.methods import get_method
+from core.config import config_from_dict
 from core.errors import SalunError, check_fraction, check_positive
 from core.saliency import DEFAULT_SPARSITY
 from core.steps import Progress
@@ -44,17 +46,21 @@ class GenerationRunConfig:
     generator: str | None = None  # default: the dataset's shipped generator
     classifier: str | None = None  # default: the dataset's shipped classifier
     dataset: str | None = None  # default: the generator's (its sidecar), mnist5k when no generator is given
+    options: dict = field(default_factory=dict)  # any other method setting, e.g. {"batch_size": 16}
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        values = asdict(self)
+        if not values["options"]:  # configs saved before `options` existed read the same
+            del values["options"]
+        return values
 
     @classmethod
     def from_dict(cls, values: dict) -> "GenerationRunConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise SalunError(f"unknown config keys {unknown}; allowed: {', '.join(sorted(known))}")
-        return cls(**values)
+        return config_from_dict(cls, values)
+
+    def overrides(self) -> dict:
+        """The method settings this config sets (None: the method's default)."""
+        return {**self.options, "steps": self.steps, "lr": self.lr, "alpha": self.alpha}
 
     def forget_class(self) -> int:
         target = parse_forget(self.forget)
@@ -64,16 +70,12 @@ class GenerationRunConfig:
 
     def validate(self) -> "GenerationRunConfig":
         self.forget_class()
-        get_generation_method(self.method)
+        get_method(self.method, "generation").resolve(self.seed, self.dataset or "*", "class", **self.overrides())
         check_fraction("sparsity", self.sparsity)
         if self.guidance is not None:
             check_guidance(self.guidance)
         check_positive("sampling steps", self.sample_steps, integer=True)
         check_positive("images per class", self.per_class, integer=True)
-        if self.steps is not None:
-            check_positive("steps", self.steps, integer=True)
-        if self.lr is not None:
-            check_positive("learning rate", self.lr)
         return self
 
     def resolved(self) -> "GenerationRunConfig":
@@ -176,6 +178,6 @@ def run_generation(config: GenerationRunConfig, progress: Progress | None = None
         before = evaluate_generator(generator, classifier, forget_class, config, dataset.name)
     unlearning = unlearn_generator(generator, data, config.method, sparsity=config.sparsity, seed=config.seed,
                                    masked=config.masked, mask_guidance=config.guidance, progress=progress,
-                                   steps=config.steps, lr=config.lr, alpha=config.alpha)
+                                   dataset=config.dataset, **config.overrides())
     after = evaluate_generator(unlearning.model, classifier, forget_class, config, dataset.name)
     return GenerationRunResult(config, before, after, unlearning, {"generator": gen_meta})

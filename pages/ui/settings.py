@@ -1,8 +1,8 @@
 """A method's settings widgets and the complete run config.
 
-THE one place where the pages know what a method's settings are. Engineer A's typed registry
-(core/methods/) will declare every setting once (type, default, range, meaning); `method_settings`
-then lays out widgets from those declarations and `default_settings` reads their defaults.
+THE one place where the pages know what a method's settings are. The typed registry (core/methods/)
+declares every setting once (type, default, range, meaning); `method_settings` lays out widgets from
+those declarations (core.methods.widget_specs) and `default_settings` reads their defaults.
 """
 
 from __future__ import annotations
@@ -15,51 +15,58 @@ import streamlit as st
 from pages.ui.resources import limits
 
 
-def default_settings(exp, method: str) -> dict:
-    """A method's epochs / lr / alpha for this kind of target (Retrain: the original model's recipe)."""
-    from core.classification.methods import METHODS
+def methods(family: str = "classification") -> dict:
+    """The registered methods of a family, with the plugins named in $SALUN_PLUGINS loaded first (once;
+    a plugin that fails to load is explained on the page and left out)."""
+    from core.errors import SalunError
+    from core.methods import load_env_plugins, methods as registered
 
-    defaults = METHODS[method].params_for(exp.split.target.kind)
-    if method == "retrain":
-        t = exp.data.original_training
-        defaults = {**defaults, "epochs": t.epochs, "lr": t.lr}
-    out = {}
-    if "epochs" in defaults:
-        out["epochs"] = int(defaults["epochs"])
-    for key in ("lr", "alpha"):
-        if key in defaults:
-            out[key] = float(defaults[key])
-    return out
+    try:
+        load_env_plugins()
+    except SalunError as exc:
+        st.error(f"A method plugin from $SALUN_PLUGINS could not be loaded: {exc}")
+    return registered(family)
+
+
+def default_settings(exp, method: str) -> dict:
+    """A method's up-front settings (epochs / lr / alpha ...) for this dataset and kind of target
+    (Retrain: the original model's recipe), as declared in core.methods."""
+    from core.methods import get_method
+
+    defaults = exp.method_defaults(method)
+    return {p.name: p.type(defaults[p.name]) for p in get_method(method).params if p.primary}
+
+
+def widget(column, spec, key: str, max_value=None):
+    """One Streamlit input drawn from a core.methods.WidgetSpec."""
+    if spec.kind == "bool":
+        return bool(column.checkbox(spec.label, value=spec.value, key=key, help=spec.help))
+    high = spec.max_value if max_value is None else (max_value if spec.max_value is None else min(max_value, spec.max_value))
+    value = spec.value if high is None else min(spec.value, high)
+    got = column.number_input(spec.label, min_value=spec.min_value, max_value=high, value=value, step=spec.step,
+                              format=spec.format, key=key, help=spec.help)
+    return int(got) if spec.kind == "int" else float(got)
 
 
 def method_settings(exp, method: str, key: str) -> dict:
-    """Widgets for a method's epochs / lr / alpha, defaulting to its settings for this kind of target."""
-    from core.classification.methods import METHODS
+    """Widgets for a method's settings, derived from its declaration: the up-front ones (epochs, lr,
+    alpha) in the first row, the rest below. Returns the up-front values, and any other value the
+    visitor changed from its default (so untouched settings leave the run config as it was)."""
+    from core.methods import get_method, widget_specs
 
-    spec = METHODS[method]
-    defaults = default_settings(exp, method)
+    defaults = exp.method_defaults(method)
+    specs = widget_specs(get_method(method), defaults)
     # the key names the model too: a widget keeps its value under its key, so another model's
     # defaults would otherwise never show
     model_id = hashlib.sha1(json.dumps([exp.dataset.name, exp.meta.get("training")], default=str).encode()).hexdigest()[:8]
     kind = f"{exp.split.target.kind}_{model_id}"
     values = {}
-    columns = st.columns(3)
-    if "epochs" in defaults:
-        values["epochs"] = int(columns[0].number_input(
-            "Epochs", min_value=1, max_value=limits().max_epochs, value=min(defaults["epochs"], limits().max_epochs),
-            step=1, key=f"{key}_{method}_{kind}_epochs",
-            help="Passes over the forget set (SalUn, RL, GA) or the retain set (FT, ℓ1-sparse, Retrain)."))
-    if "lr" in defaults:
-        values["lr"] = float(columns[1].number_input(
-            "Learning rate", min_value=1e-6, max_value=1.0, value=defaults["lr"], format="%.5f",
-            step=1e-4, key=f"{key}_{method}_{kind}_lr",
-            help="Too small and the forget accuracy will not drop; too large and the kept classes suffer."))
-    if "alpha" in defaults:
-        meaning = {"salun": "weight of the retain loss", "rl": "weight of the retain loss",
-                   "l1_sparse": "ℓ1 penalty weight", "ssd": "selection threshold (importance ratio)"}
-        values["alpha"] = float(columns[2].number_input(
-            "α", min_value=0.0, value=defaults["alpha"], format="%g", key=f"{key}_{method}_{kind}_alpha",
-            help=f"α for {spec.label}: {meaning.get(method, 'method weight')}."))
+    for row in range(0, len(specs), 3):
+        for column, spec in zip(st.columns(3), specs[row:row + 3]):
+            value = widget(column, spec, f"{key}_{method}_{kind}_{spec.name}",
+                           limits().max_epochs if spec.name == "epochs" else None)
+            if spec.primary or value != spec.value:
+                values[spec.name] = value
     return values
 
 
@@ -67,16 +74,16 @@ def make_config(target, method: str, seed: int, sparsity: float, masked: bool = 
     """A complete RunConfig: every setting filled in, and sparsity only where a mask is used, so equal
     runs get equal cache keys whichever page asks."""
     from core.classification.experiment import RunConfig
+    from core.methods import get_method
     from core.saliency import DEFAULT_SPARSITY
-    from core.classification.methods import METHODS
 
-    spec = METHODS[method]
-    uses_mask = spec.mask == "required" or (masked and spec.mask == "optional")
-    return RunConfig(dataset=target.dataset, forget=target.forget, method=method,
-                     sparsity=float(sparsity) if uses_mask else DEFAULT_SPARSITY, seed=int(seed),
-                     epochs=settings.get("epochs"), lr=settings.get("lr"), alpha=settings.get("alpha"),
-                     masked=bool(masked and spec.mask == "optional"), checkpoint=target.checkpoint,
-                     data_root=target.data_root)
+    spec = get_method(method)
+    named = {k: settings.get(k) for k in ("epochs", "lr", "alpha")}
+    options = {k: v for k, v in settings.items() if k not in named}
+    return RunConfig(dataset=target.dataset, forget=target.forget, method=spec.name,
+                     sparsity=float(sparsity) if spec.uses_mask(masked) else DEFAULT_SPARSITY, seed=int(seed),
+                     **named, options=options, masked=bool(masked and spec.mask == "optional"),
+                     checkpoint=target.checkpoint, data_root=target.data_root)
 
 
 def run_config(exp, config, progress=None):
