@@ -10,6 +10,16 @@ ROOT = Path(__file__).resolve().parent.parent
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def salun_home(tmp_path_factory) -> Path:
+    """The run store of the whole suite: a throwaway folder, never the repository's runs/ (nor a server)."""
+    home = tmp_path_factory.mktemp("salun_home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SALUN_HOME", str(home))
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        yield home
+
+
 @pytest.fixture(scope="session")
 def digits_checkpoint(tmp_path_factory) -> Path:
     from core.checkpoint import save_checkpoint

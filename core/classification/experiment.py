@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -217,10 +217,18 @@ def run(config: RunConfig, progress: Progress | None = None, compare_retrain: bo
                                 progress=progress, config=config, **config.overrides())
     if compare_retrain:
         result.retrain = (result if result.method == "retrain" else
-                          experiment.unlearn("retrain", seed=config.seed, progress=retrain_progress))
+                          experiment.unlearn("retrain", seed=config.seed, progress=retrain_progress,
+                                             config=retrain_config(config)))
         if result.retrain is not result:
             result.metrics["js_to_retrain"] = experiment.js_to_retrain(result.model, result.retrain.model)
     return result
+
+
+def retrain_config(config: RunConfig) -> RunConfig:
+    """The Retrain run compared with `config`: same data, model and seed, Retrain's own settings, so
+    its result names the checkpoint it retrained and the run store can find it again."""
+    return replace(config, method="retrain", sparsity=DEFAULT_SPARSITY, masked=False, epochs=None, lr=None,
+                   alpha=None, options={})
 
 
 def save_run(result: RunResult, directory: Path) -> None:

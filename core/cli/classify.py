@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from core.cli import runs
 from core.cli.common import ProgressBar, add_common_options, add_method_options, method_help, method_values
 from core.errors import SalunError
 
@@ -58,10 +59,20 @@ def cmd_unlearn(args) -> dict:
                        seed=args.seed, epochs=settings.pop("epochs", None), lr=settings.pop("lr", None),
                        alpha=settings.pop("alpha", None), options=settings, masked=args.masked,
                        checkpoint=args.checkpoint, data_root=args.data_root, download=args.download)
-    bar = ProgressBar(not args.quiet)
-    result = run(config, progress=bar.phase(config.method), compare_retrain=args.compare_retrain,
-                 retrain_progress=bar.phase("retrain"))
-    bar.close()
+    # a run stored without its Retrain does not answer --compare-retrain: then both are computed
+    result = runs.stored_result(args, config, usable=lambda stored: not args.compare_retrain or
+                                stored.method == "retrain" or stored.retrain is not None)
+    if result is not None:
+        result.retrain = (result if result.method == "retrain" else result.retrain) if args.compare_retrain else None
+    reused = result is not None
+    if result is None:
+        bar = ProgressBar(not args.quiet)
+        result = run(config, progress=bar.phase(config.method), compare_retrain=args.compare_retrain,
+                     retrain_progress=bar.phase("retrain"))
+        bar.close()
+        if result.retrain is not None and result.retrain is not result:
+            runs.record(args, result.retrain)  # first, so the run's record can name its Retrain
+    run_id = runs.record(args, result)
     if args.save:
         try:
             save_run(result, Path(args.save))
@@ -69,7 +80,10 @@ def cmd_unlearn(args) -> dict:
             raise SalunError(f"could not save the run to {args.save!r}: {exc.strerror or exc}") from None
     if not args.json:
         _print_table(result)
-    return result.summary()
+    summary = {**result.summary(), "run_id": run_id, **({"reused": True} if reused else {})}
+    if "retrain" in summary and result.retrain is not result:
+        summary["retrain"]["run_id"] = getattr(result.retrain, "run_id", None)
+    return summary
 
 
 def cmd_mask(args) -> dict:
@@ -108,6 +122,7 @@ def add_commands(sub) -> None:
     p.add_argument("--checkpoint", default=None, help="original model (default: the shipped one)")
     p.add_argument("--compare-retrain", action="store_true", help="also retrain from scratch and report Avg. Gap")
     p.add_argument("--save", default=None, help="folder for model, mask, config and metrics")
+    runs.add_store_options(p)
     add_method_options(p, "classification")
     p.set_defaults(func=cmd_unlearn)
 

@@ -14,6 +14,7 @@ the processes.
 
 from __future__ import annotations
 
+from core.cli import runs
 from core.errors import SalunError
 
 
@@ -60,7 +61,8 @@ def cmd_unlearn_concept(args) -> dict:
     result = unlearn_concept(config, phase_progress=bar.phase, accelerator=accelerator)
     bar.close()
     saved = save_concept_result(result, args.save)
-    summary = {**result.summary(), **saved, "plan": plan, "device": str(accelerator.device),
+    run_id = runs.record(args, result)  # concept runs are recorded, never reused: --save needs the whole pipeline
+    summary = {**result.summary(), **saved, "run_id": run_id, "plan": plan, "device": str(accelerator.device),
                "processes": accelerator.num_processes}
     if accelerator.is_main_process and not args.json:
         m = result.metrics
@@ -143,4 +145,5 @@ def add_commands(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--no-store", action="store_true", help="do not record this run in the run store ($SALUN_HOME)")
     p.set_defaults(func=cmd_unlearn_concept)

@@ -9,6 +9,7 @@ a generator given with --generator); a dataset without a generator is a one-line
 
 from __future__ import annotations
 
+from core.cli import runs
 from core.cli.common import add_common_options, add_method_options, method_help, method_values
 
 import sys
@@ -77,10 +78,14 @@ def cmd_unlearn_gen(args) -> dict:
                                  guidance=args.guidance, sample_steps=args.sample_steps, per_class=args.per_class,
                                  generator=args.generator, classifier=args.checkpoint,
                                  dataset=args.dataset).validate().resolved()
-    bar = ProgressBar(not args.quiet)
-    result = run_generation(config, progress=bar.phase(config.method))
-    bar.close()
-    summary = result.summary()
+    result = runs.stored_result(args, config)
+    reused = result is not None
+    if result is None:
+        bar = ProgressBar(not args.quiet)
+        result = run_generation(config, progress=bar.phase(config.method))
+        bar.close()
+    run_id = runs.record(args, result)
+    summary = {**result.summary(), "run_id": run_id, **({"reused": True} if reused else {})}
     if args.save:  # a temporary folder moved into place: a failed save is one line and leaves nothing
         from core.checkpoint import atomic_directory
         from core.errors import check_finite_metrics
@@ -172,6 +177,7 @@ def add_commands(subparsers) -> None:
     p.add_argument("--checkpoint", default=None, help="classifier that judges the images (default: the dataset's shipped one)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--save", default=None, help="folder for the unlearned generator, mask, config and metrics")
+    runs.add_store_options(p)
     add_method_options(p, "generation")
     p.set_defaults(func=cmd_unlearn_gen, dataset=None)
 
