@@ -12,7 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from core.data import load_dataset
-from core.diffusion.model import DEFAULT_GENERATOR, DEFAULT_GUIDANCE, DEFAULT_SAMPLE_STEPS, generate
+from core.diffusion.model import DEFAULT_SAMPLE_STEPS, SHIPPED_GENERATORS, default_guidance, generate
 from core.diffusion.metrics import (GENERATION_METRIC_DEFINITIONS, GENERATION_METRIC_LABELS, generate_grid,
                                     generation_metrics)
 from core.diffusion.plots import grid_image, layer_saliency_figure, per_class_accuracy_figure
@@ -27,11 +27,27 @@ from pages import ui
 
 ui.ensure_navigation(__file__)
 
-GENERATOR_PATH = os.environ.get("SALUN_GENERATOR", str(DEFAULT_GENERATOR))
-CLASSIFIER_PATH = os.environ.get("SALUN_CLASSIFIER", str(DEFAULT_CHECKPOINT))
+GENERATOR_LABELS = {"mnist5k": "Digits (MNIST, 5,000 images)", "fashion_mnist": "Clothing (Fashion-MNIST, 60,000 images)"}
 PER_CLASS = int(os.environ.get("SALUN_GEN_PER_CLASS", "10"))
 SAMPLE_STEPS = int(os.environ.get("SALUN_GEN_SAMPLE_STEPS", str(DEFAULT_SAMPLE_STEPS)))
 SEED = 0
+
+
+def generator_choices() -> dict[str, tuple[str, str]]:
+    """Dataset -> (generator, the classifier that judges it): every shipped generator that is present, or
+    only the one $SALUN_GENERATOR names (judged by $SALUN_CLASSIFIER)."""
+    if os.environ.get("SALUN_GENERATOR"):
+        return {"custom": (os.environ["SALUN_GENERATOR"], os.environ.get("SALUN_CLASSIFIER", str(DEFAULT_CHECKPOINT)))}
+    from core.classification.experiment import default_checkpoint
+
+    return {name: (str(path), str(default_checkpoint(name))) for name, path in SHIPPED_GENERATORS.items()
+            if path.is_file()}
+
+
+def forget_previous_choices() -> None:
+    """Another generator: the last result, the chosen class and the guidance belong to the old one."""
+    for key in ("gen_result", "gen_forget", "gen_guidance"):
+        st.session_state.pop(key, None)
 
 
 @st.cache_resource(show_spinner="Loading the generator and the classifier…")
@@ -52,14 +68,26 @@ def show_grid(images, per_class: int, forget_class: int | None, class_names: lis
 
 st.title("Generation: forget a class")
 st.caption("A class-conditional diffusion model (DDPM, classifier-free guidance) learns to stop drawing one "
-           "digit while it keeps drawing the others. SalUn changes only the weights most salient for the "
+           "class (a digit, or a piece of clothing) while it keeps drawing the others. SalUn changes only the weights most salient for the "
            "forgotten class and teaches the model to draw another class when asked for it.")
+
+CHOICES = generator_choices()
+if not CHOICES:
+    st.error("No generator is installed: train one with `python -m core.cli train-gen --dataset mnist5k`.")
+    st.stop()
+chosen = next(iter(CHOICES))
+if len(CHOICES) > 1:
+    chosen = st.radio("Generator", list(CHOICES), key="gen_dataset", horizontal=True, on_change=forget_previous_choices,
+                      format_func=lambda name: GENERATOR_LABELS.get(name, name),
+                      help="Each generator comes with the shipped classifier of its dataset, which judges its images.")
+GENERATOR_PATH, CLASSIFIER_PATH = CHOICES[chosen]
 
 try:
     generator, gen_meta, classifier, clf_meta = cached_models(GENERATOR_PATH, CLASSIFIER_PATH)
 except SalunError as exc:
     st.error(f"Cannot load the models: {exc}")
     st.stop()
+GUIDANCE = default_guidance(gen_meta)  # the guidance this generator was tuned for (its sidecar)
 
 dataset = load_dataset(gen_meta.get("dataset", "mnist5k"))
 class_names = dataset.class_names
@@ -74,7 +102,7 @@ with st.container(border=True):
     # every setting's widget, range and help come from the method's declaration in core.methods
     specs = {s.name: s for s in widget_specs(GENERATION_METHODS[method], GENERATION_METHODS[method].defaults(dataset.name, "class"))}
     steps = widget(col3, specs["steps"], "gen_steps", max_value=2000)
-    guidance = col4.number_input("Guidance", min_value=0.0, max_value=10.0, value=float(DEFAULT_GUIDANCE), step=0.25,
+    guidance = col4.number_input("Guidance", min_value=0.0, max_value=10.0, value=float(GUIDANCE), step=0.25,
                                  key="gen_guidance",
                                  help="Classifier-free guidance when sampling: 1 = plain conditional model; "
                                       "larger values follow the class more strongly. Must be > 0.")
@@ -143,14 +171,14 @@ result: GenerationRunResult | None = st.session_state.get("gen_result")
 
 if result is None:
     try:
-        images, _ = cached_original_grid(GENERATOR_PATH, CLASSIFIER_PATH, PER_CLASS, float(DEFAULT_GUIDANCE),
+        images, _ = cached_original_grid(GENERATOR_PATH, CLASSIFIER_PATH, PER_CLASS, float(GUIDANCE),
                                          SAMPLE_STEPS, SEED)
     except SalunError as exc:
         st.error(str(exc))
         st.stop()
     st.subheader("What the original model generates")
     show_grid(images, PER_CLASS, None, class_names,
-              f"one row per class, {class_names[0]} at the top · guidance {DEFAULT_GUIDANCE} · seed {SEED}")
+              f"one row per class, {class_names[0]} at the top · guidance {GUIDANCE:g} · seed {SEED}")
     st.info("Choose a class and press **Forget**. The before/after grids use the same seeds, so each image "
             "after unlearning has its twin before it.")
     st.stop()
