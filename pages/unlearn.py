@@ -168,6 +168,22 @@ def export_section(results) -> None:
         st.info(str(exc))
 
 
+def show_scaling_benchmark() -> None:
+    """bench/bench_scaling.py's measured figure: how Retrain's and SalUn's cost grow with the data."""
+    path = ui.ROOT / "bench" / "results" / "scaling.csv"
+    if not path.is_file():
+        return
+    from core.classification.plots import scaling_figure
+
+    with st.expander("How the cost of forgetting grows with the data (measured on Fashion-MNIST)"):
+        rows = list(csv.DictReader(io.StringIO(path.read_text())))
+        st.plotly_chart(scaling_figure(rows), width="stretch")
+        st.caption("One clothing class forgotten from small CNNs trained on nested subsets of Fashion-MNIST's "
+                   "60,000 training images (`bench/bench_scaling.py`). Retrain trains a new model on everything "
+                   "kept, so its cost grows with the data; SalUn works on the forgotten images (about a tenth "
+                   "here) and a mask, so its cost grows only with what is forgotten.")
+
+
 def main() -> None:
     ui.ensure_navigation(__file__)
     st.title("Unlearn")
@@ -230,6 +246,8 @@ def main() -> None:
     elif target is not None:
         st.info("Choose the methods and press **Run**. SalUn takes a few seconds on the default digits; "
                 "Retrain trains a new model from scratch and takes longer.")
+
+    show_scaling_benchmark()
 
 
 main()
