@@ -11,8 +11,6 @@ import streamlit as st
 from core.errors import SalunError
 from pages import ui
 
-KEPT = ui.kept("home_class")  # the choice outlives a visit to another page
-
 INTRO = """
 A trained network remembers its training data. **Machine unlearning** makes it forget part of that data —
 here, every training image of one digit — as if it had never seen it, without training again from scratch.
@@ -30,12 +28,13 @@ def main() -> None:
     st.title("SalUn Lab: make a network forget")
     st.markdown(INTRO)
 
+    ui.links.restore_batch("home", lambda method: "SalUn")  # a reload or a shared link: the run it names
     st.subheader("1 · Pick a digit to forget")
     # the choices and the button come first; the example digits are filled in above them once the
     # data has loaded, so a first visit can click within seconds
     images = st.container()
     class_names = ui.shipped_class_names()
-    chosen = ui.class_picker(None, class_names, "home_class")
+    chosen = ui.class_picker(None, class_names, "pick_class")  # the class every page opens with
     target = ui.Target(ui.SHIPPED_DATASET, f"class:{chosen}", None, None, 0)
 
     st.subheader("2 · Forget it")
@@ -47,7 +46,7 @@ def main() -> None:
             exp = target.experiment()
             config = ui.make_config(target, "salun", 0, 0.5, **ui.default_settings(exp, "salun"))
             ui.cancel_entries(st.session_state.get("home_batch"))
-            st.session_state["home_batch"] = {"target": target,
+            st.session_state["home_batch"] = {"target": target, "seed": 0,
                                               "entries": ui.submit_runs(exp, [config], ["SalUn"])}
         except SalunError as exc:
             st.error(str(exc))
@@ -59,22 +58,9 @@ def main() -> None:
     except SalunError as exc:
         images.error(f"Cannot load the example digits: {exc}")
 
-    batch = st.session_state.get("home_batch")
-    if batch is not None:
-        unfinished = lambda: any(e["job"] is not None and not e["job"].finished for e in batch["entries"])
-        if unfinished() and not ui.poll_jobs(batch["entries"], cancel_key="home_cancel", title="Forgetting"):
-            if unfinished():
-                st.info("Cancelling: the run stops at its next step; earlier results are kept.")
-        if not unfinished():
-            results, problems = ui.collect_results(batch["entries"])
-            ui.report_problems(problems)
-            if results:
-                st.session_state["home_shown"] = {"target": batch["target"], "result": results[0][1]}
-            st.session_state.pop("home_batch")
-
-    shown = st.session_state.get("home_shown")
+    shown = ui.links.follow_batch("home", "Forgetting")
     if shown is not None:
-        show_result(shown["target"], shown["result"])
+        show_result(shown["target"], shown["results"][0][1])
 
 
 def show_result(target: ui.Target, result) -> None:

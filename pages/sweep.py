@@ -90,10 +90,9 @@ def main() -> None:
     pending = st.session_state.get("sw_job")
     if pending is not None:
         job = pending["entries"][0]["job"]
-        if not job.finished and not ui.poll_jobs(pending["entries"], cancel_key="sw_cancel", title="Sweeping"):
-            if not job.finished:
-                st.info("Cancelling: the sweep stops at its next step; earlier results are kept.")
-        if job.finished:
+        if not job.finished:
+            ui.follow_jobs(pending["entries"], key="sw_follow", title="Sweeping")
+        else:
             if job.status == "done":
                 st.session_state["sw_result"] = {**job.result, "target": pending["target"]}
             else:

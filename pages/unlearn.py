@@ -189,6 +189,7 @@ def main() -> None:
     st.title("Unlearn")
     st.caption("Choose what to forget and how, run it, and compare the model before and after with Retrain — "
                "the model trained from scratch without the forgotten data, which unlearning tries to match.")
+    ui.links.restore_batch("un", method_label)  # a reload or a shared link: the runs its address names
     target = ui.target_picker()
 
     if target is not None:
@@ -225,19 +226,7 @@ def main() -> None:
             except SalunError as exc:
                 st.error(str(exc))
 
-    batch = st.session_state.get("un_batch")
-    if batch is not None and any(e["job"] is not None and not e["job"].finished for e in batch["entries"]):
-        if not ui.poll_jobs(batch["entries"], cancel_key="un_cancel", title="Unlearning"):
-            if any(e["job"] is not None and not e["job"].finished for e in batch["entries"]):
-                st.info("Cancelling: the run stops at its next step; earlier results are kept.")
-    if batch is not None and all(e["job"] is None or e["job"].finished for e in batch["entries"]):
-        results, problems = ui.collect_results(batch["entries"])
-        ui.report_problems(problems)
-        if results:
-            st.session_state["un_shown"] = {"target": batch["target"], "seed": batch["seed"], "results": results}
-        st.session_state.pop("un_batch")
-
-    shown = st.session_state.get("un_shown")
+    shown = ui.links.follow_batch("un", "Unlearning")
     if shown is not None:
         try:
             show_comparison(shown["target"].experiment(), shown["results"], shown["seed"])

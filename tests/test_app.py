@@ -17,6 +17,21 @@ def page(name: str) -> AppTest:
     return AppTest.from_file(str(ROOT / name), default_timeout=TIMEOUT)
 
 
+def settle(at: AppTest, timeout: float = TIMEOUT) -> AppTest:
+    """Let the server's jobs finish, then run the page again. A page follows its jobs with a timed
+    fragment and reruns itself when they are done; AppTest runs a page once and ticks no timer, so the
+    test does that rerun."""
+    import time
+
+    from pages.ui import job_runner
+
+    deadline = time.monotonic() + timeout
+    while any(job_runner().stats()[k] for k in ("running", "waiting")):
+        assert time.monotonic() < deadline, "the jobs did not finish"
+        time.sleep(0.05)
+    return at.run()
+
+
 def no_traceback(at: AppTest) -> None:
     assert not at.exception, [e.value for e in at.exception]
 
@@ -42,8 +57,8 @@ def test_home_forgets_the_chosen_digit():
     at = page("app.py").run()
     no_traceback(at)
     assert at.title[0].value.startswith("SalUn Lab")
-    at.radio(key="home_class").set_value(1).run()
-    at.button(key="home_run").click().run()
+    at.radio(key="pick_class").set_value(1).run()
+    settle(at.button(key="home_run").click().run())
     no_traceback(at)
     assert not at.error, [e.value for e in at.error]
     assert any("Digit 1 is forgotten" in s.value for s in at.subheader)
@@ -60,7 +75,7 @@ def test_unlearn_page_shows_core_metrics_caches_and_explains_bad_input(digits_ch
     at = choose_digits(page("pages/unlearn.py").run(), digits_checkpoint)
     no_traceback(at)
     at.multiselect(key="un_methods").set_value(["salun"]).run()
-    at.button(key="un_run").click().run()
+    settle(at.button(key="un_run").click().run())
     no_traceback(at)
     assert not at.error, [e.value for e in at.error]
 
@@ -142,7 +157,7 @@ def test_sweep_page_runs_salun_over_sparsities_with_retrain(digits_checkpoint):
     at.run()
     retrain_epochs = next(n for n in at.number_input if n.key.startswith("sw_retrain") and n.key.endswith("epochs"))
     retrain_epochs.set_value(1)
-    at.button(key="sw_run").click().run()
+    settle(at.button(key="sw_run").click().run())
     no_traceback(at)
     assert not at.error, [e.value for e in at.error]
     table = at.dataframe[0].value

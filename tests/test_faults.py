@@ -26,7 +26,7 @@ def page(digits_checkpoint):
     at.run()
     at.radio(key="pick_class").set_value(2).run()
     at.multiselect(key="un_methods").set_value(["ft"]).run()
-    at.button(key="un_run").click().run()
+    settle(at.button(key="un_run").click().run())
     assert not at.exception and not at.error
     assert "FT" in shown_columns(at)
     return at
@@ -41,9 +41,23 @@ def original_checksum(at: AppTest) -> str:
     return state_checksum(at.session_state["un_shown"]["target"].experiment().original)
 
 
+def settle(at: AppTest) -> AppTest:
+    """Let the server's jobs finish, then run the page again, as its progress fragment would once
+    they are done (AppTest ticks no timed fragment)."""
+    import time
+
+    from pages.ui import job_runner
+
+    deadline = time.monotonic() + 180
+    while any(job_runner().stats()[k] for k in ("running", "waiting")):
+        assert time.monotonic() < deadline, "the jobs did not finish"
+        time.sleep(0.05)
+    return at.run()
+
+
 def run_salun(at: AppTest) -> AppTest:
     at.multiselect(key="un_methods").set_value(["salun"]).run()
-    return at.button(key="un_run").click().run()
+    return settle(at.button(key="un_run").click().run())
 
 
 def replace_salun(monkeypatch, run):

@@ -7,11 +7,14 @@
     settings   a method's settings widgets and the complete run config (one place: core/methods swaps in here)
     results    finished runs shared by every visitor (moves to core/store.py)
     jobs       submitting runs to core/jobs.py and following them live
+    links      the address carries what a page shows (?run=, ?job=): reload, share, reattach
 
 The pages do `from pages import ui` and call `ui.target_picker()`, `ui.submit_runs(...)`, ...
 """
 
-from pages.ui.jobs import cancel_entries, check_queue, collect_results, poll_jobs, report_problems, submit_runs
+from pages.ui import links
+from pages.ui.jobs import (cancel_entries, check_queue, collect_results, describe, follow_jobs, report_problems,
+                           submit_runs, unfinished)
 from pages.ui.picker import (KINDS, PICKER_KEYS, SHIPPED_DATASET, Target, class_picker, describe_dataset,
                              save_index_list, shipped_class_names, show_examples, store_uploaded_model, target_picker)
 from pages.ui.resources import ROOT, example_images, experiment, job_runner, limits

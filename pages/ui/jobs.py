@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import streamlit as st
 
 from core.errors import SalunError
@@ -29,9 +27,9 @@ def check_queue(new_jobs: int) -> None:
 def submit_runs(exp, configs: list, labels: list[str]) -> list[dict]:
     """Queue every config that has no stored result; return one entry per config."""
     store, runner, entries = result_store(), job_runner(), []
-    stored = [store.get(config, on_damaged=lambda label=label: st.warning(
-        f"The stored result of {label} failed its integrity check (its weights changed after it was "
-        "stored), so it is being computed again.")) for config, label in zip(configs, labels)]
+    stored = [store.get(config, on_damaged=lambda reason="its weights changed after it was stored", label=label:
+                        st.warning(f"The stored result of {label} failed its integrity check ({reason}), so it "
+                                   "is being computed again.")) for config, label in zip(configs, labels)]
     check_queue(sum(s is None for s in stored))
     for config, label, cached in zip(configs, labels, stored):
         job = None
@@ -41,56 +39,74 @@ def submit_runs(exp, configs: list, labels: list[str]) -> list[dict]:
                 store.put(result)  # kept even if the visitor has left
                 return result
 
-            job = store.job_for(config, lambda work=work, label=label: runner.submit(work, label=label))
+            job = store.job_for(config, lambda work=work, label=label, config=config:
+                                runner.submit(work, label=label, info={"config": config}))
         entries.append({"label": label, "config": config, "job": job, "cached": cached is not None})
     return entries
 
 
-def poll_jobs(entries: list[dict], cancel_key: str, title: str = "Running") -> bool:
-    """Draw progress bars and a live loss curve until every job has finished; returns False if the
-    visitor cancelled. The Cancel button reruns the page; the jobs keep running in their threads, and
-    this rerun cancels them."""
-    from core.classification.plots import loss_curve_figure
+def describe(job, label: str) -> str:
+    """One line on where a job stands: queue position, step, loss, time left."""
+    done, total, loss = job.progress
+    if job.status == "queued":
+        return f"{label}: waiting (position {job.queue_position()} in the queue)"
+    if job.finished:
+        return f"{label}: {job.status}"
+    if job.cancelling:
+        return f"{label}: cancelling at the next step…"
+    if total == 0:
+        return f"{label}: starting…"
+    text = f"{label}: step {done}/{total}" + (f", loss {loss:.3f}" if loss == loss else "")
+    left = job.seconds_left
+    if left is not None:
+        text += f" · about {format_seconds(left)} left"
+    return text
 
-    jobs = [e["job"] for e in entries if e["job"] is not None]
-    holder = st.empty()  # everything drawn here disappears once the jobs are done
-    with holder.container():
-        if st.button("Cancel", key=cancel_key, type="secondary", icon=":material/cancel:"):
+
+def format_seconds(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    return f"{minutes} min {seconds:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def follow_jobs(entries: list[dict], key: str, title: str = "Running", live=None, every: float = 0.7) -> None:
+    """Progress of the unfinished jobs in `entries`, redrawn every `every` seconds by a fragment while
+    the rest of the page stays as it is: queue position, step, loss, time left, a live loss curve,
+    and a Cancel button. When the last job has finished the whole page reruns, so it can show the
+    results. `live(jobs)`, if given, draws more inside the box (a preview image).
+
+    The jobs run in the process-wide runner, not in this page: a reload, another page or a closed tab
+    leaves them running, and a page that finds them again (ui.links) follows them the same way."""
+    jobs = [e["job"] for e in entries if e.get("job") is not None]
+
+    @st.fragment(run_every=every)
+    def progress_box():
+        if all(job.finished for job in jobs):
+            st.rerun(scope="app")
+        if st.button("Cancel", key=f"{key}_cancel", type="secondary", icon=":material/cancel:",
+                     disabled=any(job.cancelling for job in jobs)):
             for job in jobs:
-                job.cancel()
-            for job in jobs:  # a run stops at its next step; wait for that so the page can say so at once
-                job.wait(10)
-            holder.empty()
-            return False
+                job.cancel()  # a run stops at its next step; this box says so until it has
         with st.status(title, expanded=True):
-            bars = {id(e): st.progress(0.0, text=e["label"]) for e in entries if e["job"] is not None}
-            chart = st.empty()
-            last_drawn = 0.0
-            while True:
-                for e in entries:
+            for e in entries:
+                if e.get("job") is not None:
                     job = e["job"]
-                    if job is None:
-                        continue
-                    done, total, loss = job.progress
-                    if job.status == "queued":
-                        text = f"{e['label']}: waiting (position {job.queue_position()} in the queue)"
-                    elif job.finished:
-                        text = f"{e['label']}: {job.status}"
-                    elif total == 0:
-                        text = f"{e['label']}: starting…"
-                    else:
-                        text = f"{e['label']}: step {done}/{total}, loss {loss:.3f}"
-                    bars[id(e)].progress(1.0 if job.finished else job.fraction_done, text=text)
-                if all(j.finished for j in jobs):
-                    break
-                if time.monotonic() - last_drawn > 0.8:
-                    chart.plotly_chart(loss_curve_figure({e["label"]: list(e["job"].losses) for e in entries
-                                                          if e["job"] is not None}),
-                                       key=f"{cancel_key}_loss_{time.monotonic()}")
-                    last_drawn = time.monotonic()
-                time.sleep(0.25)
-    holder.empty()
-    return True
+                    st.progress(1.0 if job.finished else job.fraction_done, text=describe(job, e["label"]))
+            if live is not None:
+                live(jobs)
+            elif any(job.losses for job in jobs):
+                from core.classification.plots import loss_curve_figure
+
+                st.plotly_chart(loss_curve_figure({e["label"]: list(e["job"].losses) for e in entries
+                                                   if e.get("job") is not None}), key=f"{key}_loss")
+
+    progress_box()
+
+
+def unfinished(entries: list[dict]) -> bool:
+    return any(e.get("job") is not None and not e["job"].finished for e in entries)
 
 
 def collect_results(entries: list[dict]) -> tuple[list[tuple[str, object]], list[str]]:

@@ -59,7 +59,9 @@ def ensure_navigation(page_file: str) -> None:
     hand over to app.py, remembering the page and its query parameters; `route` opens them again
     inside the app's navigation. Run on its own (`streamlit run pages/unlearn.py`, AppTest), the page
     is the whole app and app.py is no page of it: nothing to do."""
-    if getattr(_routing, "active", False):
+    first_run = "_salun_seen" not in st.session_state  # a reroute later would drop the click that started it
+    st.session_state["_salun_seen"] = True
+    if getattr(_routing, "active", False) or not first_run:
         return
     from streamlit.errors import StreamlitAPIException
 
