@@ -19,7 +19,8 @@ cores // max_concurrent, at least 1. Two jobs each using all cores only slow eac
 On a Ray cluster: with SALUN_RAY_ADDRESS set (auto, ray://HOST:PORT), a job submitted with
 `remote=(task, args)` (a picklable function computing the same result anywhere) runs as a Ray task
 there instead of in this process; its thread here only waits, so queue positions, limits and cancel
-work as before (cancelling cancels the task). Jobs without `remote` still run here.
+work as before (cancelling cancels the task). `remote=(task, args, after)`: `after(result)` then runs
+here (e.g. to store the result). Jobs without `remote` still run here.
 """
 
 from __future__ import annotations
@@ -190,7 +191,9 @@ class JobRunner:
     def _run(self, job: Job) -> None:
         try:
             if job.remote is not None:
-                job.result = self.remote.run(*job.remote, cancelled=job._cancel.is_set)
+                task, args, *after = job.remote
+                result = self.remote.run(task, args, cancelled=job._cancel.is_set)
+                job.result = after[0](result) if after else result
             else:
                 job.result = job._fn(job.report)
             job.status = DONE

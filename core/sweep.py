@@ -406,11 +406,15 @@ class Outcome:
 
 class Sweep:
     """Runs a Grid on a backend. `store` (core.store.RunStore or anything with find(config) and
-    log(result, source)) serves runs already done and records new ones; None: neither."""
+    log(result, source)) serves runs already done and records new ones; None: neither.
 
-    def __init__(self, grid: Grid, backend=None, threads_per_run: int = DEFAULT_THREADS_PER_RUN,
+    `grid` may also be a list of RunConfigs (the app builds its own), with `reference(config)` giving
+    each one's Retrain reference (None: no comparison); for a Grid, `reference_config` when it
+    compares with Retrain."""
+
+    def __init__(self, grid, backend=None, threads_per_run: int = DEFAULT_THREADS_PER_RUN,
                  gpus_per_run: float = 0, store=None, task: Callable = run_task,
-                 notify: Callable[[str], None] | None = None):
+                 notify: Callable[[str], None] | None = None, reference: Callable | None = None):
         if int(threads_per_run) < 1:
             raise SalunError(f"--threads-per-run must be at least 1, got {threads_per_run}")
         if gpus_per_run < 0:
@@ -421,7 +425,12 @@ class Sweep:
         if isinstance(self.backend, LocalBackend):
             self.backend.size_for(self.threads)
         self.notify = notify or (lambda message: None)
-        self.points = grid.points()
+        if isinstance(grid, Grid):
+            self.points = grid.points()
+            reference = reference or (reference_config if grid.compare_retrain else None)
+        else:
+            self.points = list(grid)
+        self.reference = reference
         self.outcomes: list[Outcome] = []
         self.retries = 0
         self.computed = 0
@@ -442,8 +451,8 @@ class Sweep:
             key = config_key(config)
             tasks.setdefault(key, _Task(config, key)).users += 1
             reference_key = None
-            if self.grid.compare_retrain:
-                reference = reference_config(config)
+            if self.reference is not None:
+                reference = self.reference(config)
                 reference_key = config_key(reference)
                 if reference_key != key:
                     tasks.setdefault(reference_key, _Task(reference, reference_key)).users += 1
@@ -538,7 +547,7 @@ class Sweep:
         else:
             result = copy.copy(task.result)
             result.metrics = dict(result.metrics)
-            if self.grid.compare_retrain:
+            if self.reference is not None:
                 if reference is task:  # the point is its own Retrain reference: compared with itself
                     result.retrain = task.result
                 else:
@@ -586,7 +595,8 @@ class RayJobs:
         self.address = address
         self._lock = __import__("threading").Lock()
 
-    def _ray(self):
+    def connect(self):
+        """Ray, connected to the cluster (once per process; never shut down by the app)."""
         ray = import_ray()
         with self._lock:
             if not ray.is_initialized():
@@ -598,7 +608,7 @@ class RayJobs:
         (then raises core.errors.CancelledError)."""
         from core.errors import CancelledError
 
-        ray = self._ray()
+        ray = self.connect()
         ref = ray.remote(num_cpus=cpus, max_retries=0)(_ray_apply).remote(task, args)
         while True:
             ready, _ = ray.wait([ref], num_returns=1, timeout=0.5)

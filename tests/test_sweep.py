@@ -186,11 +186,14 @@ def test_job_runner_on_ray_gives_the_local_result_keeps_queue_positions_and_canc
     runner = JobRunner(max_concurrent=1, threads_per_job=2, remote=RayJobs("auto"))
     slow = runner.submit(lambda progress: pytest.fail("ran locally"), label="slow", remote=(sleepy, (120,)))
     config = RunConfig(dataset="digits", forget="class:1", epochs=1, checkpoint=str(digits_checkpoint)).to_dict()
-    run = runner.submit(lambda progress: pytest.fail("ran locally"), label="SalUn", remote=(run_task, (config, 1, "cpu")))
+    kept = []
+    run = runner.submit(lambda progress: pytest.fail("ran locally"), label="SalUn",
+                        remote=(run_task, (config, 1, "cpu"), lambda result: kept.append(result) or result))
     assert run.queue_position() == 1
     slow.cancel()
     assert slow.wait(30) and slow.status == CANCELLED
     assert run.wait(120) and run.status == DONE, run.message
+    assert kept == [run.result]  # `after` ran here, on the result
     import torch
 
     threads = torch.get_num_threads()
