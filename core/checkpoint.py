@@ -162,7 +162,8 @@ def check_meta(meta, source: str) -> dict:
     """Type, shape and size of every field the project reads from a sidecar, checked before anything is
     built from it (an `image_shape` of [1, 4e6, 4e6] would otherwise ask for petabytes)."""
     if not isinstance(meta, dict):
-        raise CheckpointError(f"{source} must hold a JSON object, not {type(meta).__name__}")
+        kind = {str: "a string", list: "a list", type(None): "null", bool: "a boolean"}.get(type(meta), "a number")
+        raise CheckpointError(f"{source} must hold a JSON object, not {kind}")
     if "architecture" in meta and not (isinstance(meta["architecture"], str) and 0 < len(meta["architecture"]) <= 64):
         raise CheckpointError(f"{source}: architecture must be a model name, got {_short(meta['architecture'])}")
     if "image_shape" in meta:
