@@ -22,6 +22,8 @@ def sweep_work(exp, target, sparsities, seeds, settings, with_retrain, retrain_s
 
     store = ui.result_store()
     base = ui.make_config(target, "salun", seeds[0], sparsities[0], **settings)
+    if ui.job_runner().remote is not None:
+        return cluster_sweep_work(target, sparsities, seeds, settings, with_retrain, retrain_settings, store)
 
     def work(progress):
         rows = sparsity_sweep(exp, sparsities, seeds, base_config=base, progress=progress,
@@ -40,12 +42,51 @@ def sweep_work(exp, target, sparsities, seeds, settings, with_retrain, retrain_s
     return work
 
 
+class _CachedStore:
+    """The app's result cache as a sweep's run store."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def find(self, config, on_damaged=None):
+        return self.store.get(config, on_damaged=on_damaged)
+
+    def log(self, result, source="sweep"):
+        self.store.put(result)
+
+
+def cluster_sweep_work(target, sparsities, seeds, settings, with_retrain, retrain_settings, store):
+    """The same sweep with every run a task on the Ray cluster (SALUN_RAY_ADDRESS), all at once;
+    Retrain once per seed, shared by every sparsity. Cancelling the job cancels the tasks."""
+    from core.sweep import RayBackend, Sweep
+
+    configs = [ui.make_config(target, "salun", seed, sparsity, **settings) for sparsity in sparsities for seed in seeds]
+    reference = ((lambda c: ui.make_config(target, "retrain", c.seed, 0.5, **retrain_settings))
+                 if with_retrain else None)
+
+    def work(progress):
+        ui.job_runner().remote.connect()  # joined once; the sweep then never shuts the app's Ray down
+        sweep = Sweep(configs, RayBackend(ui.job_runner().remote.address), store=_CachedStore(store),
+                      reference=reference)
+        outcomes = list(sweep.run(progress=lambda done, total, failed: progress(done, total, float("nan"))))
+        failed = [o for o in outcomes if o.error is not None]
+        if failed:
+            raise SalunError(f"{len(failed)} of {len(outcomes)} sweep runs failed on the cluster; first: {failed[0].error}")
+        rows = [{"sparsity": o.config.sparsity, "seed": o.config.seed,
+                 **{k: v for k, v in o.result.metrics.items() if k != "js_to_retrain"}} for o in outcomes]
+        retrain = {o.config.seed: o.result.retrain.metrics for o in outcomes if o.result.retrain is not None}
+        return {"rows": sorted(rows, key=lambda r: (r["sparsity"], r["seed"])), "retrain": list(retrain.values()),
+                "cluster": sweep.summary()}
+
+    return work
+
+
 def main() -> None:
     ui.ensure_navigation(__file__)
     from core.classification.analysis import summarize_sweep
     from core.classification.plots import sweep_figure
 
-    st.title("Sweep")
+    st.title("Sparsity sweep")
     st.caption("How much of the network should SalUn be allowed to change? Run it at several mask sparsities "
                "and seeds and see where it gets closest to Retrain.")
     target = ui.target_picker()
@@ -108,9 +149,18 @@ def main() -> None:
                        for k in ("ua", "ra", "ta", "mia_efficacy")}
         st.subheader(f"SalUn on {shown['target'].forget} ({shown['target'].dataset})")
         st.plotly_chart(sweep_figure(summary, retrain), key="sw_fig")
+        if shown.get("cluster"):
+            ran = shown["cluster"]
+            st.caption(f"Ran on the Ray cluster at {ran['address']}: {ran['computed_tasks']} runs computed there, "
+                       f"{ran['reused']} taken from earlier results, in {ran['seconds']:.0f} s.")
         st.caption(" · ".join(f"**{METRIC_LABELS[k]}**: {METRIC_DEFINITIONS[k]}" for k in ("ua", "ra", "ta", "mia_efficacy")))
-        table = pd.DataFrame(shown["rows"]).rename(columns=METRIC_LABELS)
-        st.dataframe(table, hide_index=True, key="sw_table")
+        # the same look as the comparison table: % sparsity, two decimals, metric labels as headers
+        table = pd.DataFrame(shown["rows"]).drop(columns=["mia_samples"], errors="ignore")
+        table["sparsity"] = table["sparsity"] * 100
+        table = table.rename(columns={**METRIC_LABELS, "sparsity": "Sparsity (%)", "seed": "Seed"})
+        st.dataframe(table, hide_index=True, key="sw_table", column_config={
+            **{c: st.column_config.NumberColumn(format="%.2f") for c in table.columns if c not in ("Seed", "Sparsity (%)")},
+            "Sparsity (%)": st.column_config.NumberColumn(format="%.0f"), "Seed": st.column_config.NumberColumn(format="%d")})
 
 
 main()

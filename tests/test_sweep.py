@@ -203,3 +203,39 @@ def test_job_runner_on_ray_gives_the_local_result_keeps_queue_positions_and_canc
         torch.set_num_threads(threads)
     assert {k: v for k, v in run.result.metrics.items() if k != "rte_seconds"} == \
            {k: v for k, v in here.metrics.items() if k != "rte_seconds"}
+
+
+def test_sweep_page_runs_its_grid_on_the_ray_cluster(ray_instance, digits_checkpoint, monkeypatch):
+    import time
+
+    from streamlit.testing.v1 import AppTest
+
+    from pages import ui
+
+    monkeypatch.setenv("SALUN_RAY_ADDRESS", "auto")  # joins the Ray this test module started
+    ui.job_runner.clear()
+    try:
+        at = AppTest.from_file(str(TESTS.parent / "pages" / "sweep.py"), default_timeout=180).run()
+        at.selectbox(key="pick_dataset").set_value("digits")
+        at.text_input(key="pick_checkpoint").set_value(str(digits_checkpoint))
+        at.run()
+        at.radio(key="pick_class").set_value(2)
+        at.run()
+        at.multiselect(key="sw_sparsities").set_value([0.2, 0.6])
+        at.number_input(key="sw_seeds").set_value(1)
+        at.run()
+        next(n for n in at.number_input if n.key.startswith("sw_retrain") and n.key.endswith("epochs")).set_value(1)
+        at.button(key="sw_run").click().run()
+        assert ui.job_runner().remote is not None
+        deadline = time.monotonic() + 180
+        while any(ui.job_runner().stats()[k] for k in ("running", "waiting")):
+            assert time.monotonic() < deadline, "the sweep did not finish"
+            time.sleep(0.1)
+        at.run()
+        assert not at.exception and not at.error, [e.value for e in [*at.exception, *at.error]]
+        shown = at.session_state["sw_result"]
+        assert sorted(r["sparsity"] for r in shown["rows"]) == [0.2, 0.6] and len(shown["retrain"]) == 1
+        assert shown["cluster"]["backend"] == "ray" and shown["cluster"]["computed_tasks"] == 3  # 2 SalUn + 1 Retrain
+        assert any("Ran on the Ray cluster" in c.value for c in at.caption)
+    finally:
+        ui.job_runner.clear()
