@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -34,8 +35,9 @@ def sidecar_path(weights: Path) -> Path:
 
 def _save_error(target: Path, exc: BaseException) -> SalunError:
     reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).split("\n")[0]
-    if isinstance(exc, SafetensorError) and "No space" not in reason:
-        reason = f"the weights could not be written ({reason})"
+    if isinstance(exc, SafetensorError):  # e.g. 'IoError(Os { code: 28, ..., message: "No space left on device" })'
+        found = re.search(r'message: "([^"]+)"', reason)
+        reason = found.group(1) if found else f"the weights could not be written ({reason[:200]})"
     return SalunError(f"could not save to {str(target)!r}: {reason}")
 
 
@@ -111,6 +113,8 @@ def atomic_directory(target: str | Path):
                 item.replace(destination)
     except (OSError, SafetensorError) as exc:
         raise _save_error(target, exc) from None
+    except SalunError as exc:  # name the folder the user asked for, not the temporary one
+        raise type(exc)(str(exc).replace(str(tmp), str(target))) from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -316,3 +316,59 @@ def test_operator_limits_apply_to_the_cli(environ, argv, run_cli):
 def test_the_catalogue_covers_more_than_the_issues_127_inputs():
     assert catalogue_size() >= 127
     assert len({json.dumps(a) for a in CATALOGUE}) == len(CATALOGUE)  # no case counted twice
+
+
+# --- saves and results ---------------------------------------------------------------------------
+
+def test_a_save_that_runs_out_of_space_is_one_line_and_leaves_no_folder(run_cli, monkeypatch, tmp_path):
+    """The issue's case: SafetensorError mid-save used to leave a traceback and an empty run folder."""
+    from safetensors import SafetensorError
+
+    import core.checkpoint
+
+    def full_disk(*args, **kwargs):
+        raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull, "
+                              "message: \"No space left on device\" })")
+    monkeypatch.setattr(core.checkpoint, "save_file", full_disk)
+    target = tmp_path / "runs" / "deep" / "run"
+    status, stdout, stderr, work, out = run_cli(["unlearn", *DIGITS, "--forget", "class:2", "--method", "ft",
+                                                  "--epochs", "1", "--no-store", "--save", str(target)])
+    assert status == 2 and stderr.count("\n") == 1 and "Traceback" not in stderr, stderr
+    assert stderr == f"error: could not save to {str(target / 'model.safetensors')!r}: No space left on device\n"
+    assert not (tmp_path / "runs").exists()  # neither the run folder nor the parents made for it
+    assert list(work.iterdir()) == []
+
+
+def test_atomic_directory_keeps_an_existing_folder_and_removes_its_temporary_one(tmp_path):
+    from core.checkpoint import atomic_directory
+    from core.errors import SalunError
+
+    target = tmp_path / "run"
+    target.mkdir()
+    (target / "notes.txt").write_text("mine")
+    with atomic_directory(target) as folder:
+        (folder / "metrics.json").write_text("{}")
+    assert sorted(p.name for p in target.iterdir()) == ["metrics.json", "notes.txt"]
+    with pytest.raises(SalunError, match="could not save to .*: Permission denied"):
+        with atomic_directory(target) as folder:
+            (folder / "model.safetensors").write_text("half")
+            raise PermissionError(13, "Permission denied")
+    assert sorted(p.name for p in target.iterdir()) == ["metrics.json", "notes.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no .partial folder left next to it
+
+
+def test_no_command_exits_0_or_prints_json_with_a_non_finite_metric(run_cli, monkeypatch):
+    import core.cli.classify
+
+    monkeypatch.setattr(core.cli.classify, "cmd_mask", lambda args: {"ua": 100.0, "mia": {"efficacy": math.nan}})
+    status, stdout, stderr, work, out = run_cli(["mask", *DIGITS, "--json"])
+    assert status == 2 and stdout == ""
+    assert stderr.startswith("error: the run produced a non-finite metric, mia.efficacy = nan") and stderr.count("\n") == 1
+
+
+def test_the_json_line_is_strict_json():
+    from core.cli.checks import json_line
+
+    line = json_line({"ua": 99.5, "seed": 0, "shape": (1, 8, 8), "run_id": None})
+    assert json.loads(line) == {"ua": 99.5, "seed": 0, "shape": [1, 8, 8], "run_id": None}
+    assert "NaN" not in json_line({"x": torch.tensor(1.5)}) and json.loads(json_line({"x": torch.tensor(1.5)}))["x"] == 1.5
