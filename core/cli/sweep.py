@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sys
 
-from core.errors import SalunError
+from core.errors import CancelledError
 
 
 class GridBar:
@@ -85,6 +85,12 @@ def cmd_sweep(args) -> dict:
         for outcome in sweep.run(progress=bar):
             if args.json:
                 print(json.dumps(outcome.row, default=float), flush=True)
+    except KeyboardInterrupt:
+        bar.close()
+        kept = " (they are in the run store)" if store is not None else ""
+        print(f"interrupted: the outstanding runs were cancelled; {len(sweep.outcomes)} of {len(sweep.points)} "
+              f"had finished{kept}", file=sys.stderr)
+        raise CancelledError("sweep interrupted") from None
     finally:
         bar.close()
     if not args.json:
