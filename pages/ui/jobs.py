@@ -40,9 +40,24 @@ def submit_runs(exp, configs: list, labels: list[str]) -> list[dict]:
                 return result
 
             job = store.job_for(config, lambda work=work, label=label, config=config:
-                                runner.submit(work, label=label, info={"config": config}))
+                                runner.submit(work, label=label, info={"config": config}, remote=remote_run(config, store)))
         entries.append({"label": label, "config": config, "job": job, "cached": cached is not None})
     return entries
+
+
+def remote_run(config, store):
+    """The job's run as a task for a Ray cluster (used only when SALUN_RAY_ADDRESS is set): the same
+    RunResult, stored here afterwards. A model file of this server's own (an upload) stays here."""
+    from core.sweep import DEFAULT_THREADS_PER_RUN, run_task
+
+    if config.checkpoint is not None:
+        return None
+
+    def keep(result):
+        store.put(result)  # kept even if the visitor has left
+        return result
+
+    return run_task, (config.to_dict(), DEFAULT_THREADS_PER_RUN, "cpu"), keep
 
 
 def describe(job, label: str) -> str:
@@ -55,7 +70,7 @@ def describe(job, label: str) -> str:
     if job.cancelling:
         return f"{label}: cancelling at the next step…"
     if total == 0:
-        return f"{label}: starting…"
+        return f"{label}: " + ("running on the Ray cluster…" if getattr(job, "remote", None) else "starting…")
     text = f"{label}: step {done}/{total}" + (f", loss {loss:.3f}" if loss == loss else "")
     left = job.seconds_left
     if left is not None:
