@@ -79,6 +79,14 @@ def test_bad_grid_is_one_clear_line_and_exit_2(digits_checkpoint, capsys, flags,
     assert len(err.splitlines()) == 1 and err.startswith("error:") and says in err
 
 
+def test_operator_limit_on_sweep_runs_applies(digits_checkpoint, capsys, monkeypatch):
+    monkeypatch.setenv("SALUN_MAX_SWEEP_RUNS", "3")
+    code = main(["sweep", "--dataset", "digits", "--checkpoint", str(digits_checkpoint), "--classes", "0,1",
+                 "--sparsity", "0.3,0.5", "--no-store", "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err == "error: sweep runs 4 exceeds this server's limit of 3 (set SALUN_MAX_SWEEP_RUNS to change it)"
+
+
 def test_ray_backend_without_ray_says_how_to_install(digits_checkpoint, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError, as when it is not installed
     code = main(["sweep", "--dataset", "digits", "--checkpoint", str(digits_checkpoint), "--backend", "ray", "--no-store"])

@@ -10,10 +10,9 @@ The exit status is 1 when any run failed, 2 for a bad grid.
 
 from __future__ import annotations
 
-import json
 import sys
 
-from core.errors import CancelledError
+from core.errors import CancelledError, SalunError
 
 
 class GridBar:
@@ -63,7 +62,8 @@ def _table(outcomes) -> None:
 
 
 def cmd_sweep(args) -> dict:
-    from core.sweep import Grid, Sweep, class_targets, make_backend, parse_list
+    from core.cli.checks import json_line, operator_limits
+    from core.sweep import Grid, Sweep, class_targets, describe, make_backend, parse_list
 
     forgets = list(args.forget or [])
     if args.classes:
@@ -81,10 +81,19 @@ def cmd_sweep(args) -> dict:
     bar = GridBar(not args.quiet)
     sweep = Sweep(grid, backend, threads_per_run=args.threads_per_run, gpus_per_run=args.gpus_per_run,
                   store=store, notify=bar.write)
+    limits = operator_limits()
+    if limits is not None:  # an operator's SALUN_MAX_SWEEP_RUNS applies here as in the app
+        limits.check_if_set("sweep_runs", len(sweep.points))
     try:
         for outcome in sweep.run(progress=bar):
+            try:
+                line = json_line(outcome.row)
+            except SalunError as exc:  # a NaN or infinite metric: this run failed, the others go on
+                outcome.error, outcome.result = str(exc), None
+                bar.write(f"{describe(outcome.config)} failed: {exc}")
+                line = json_line(outcome.row)
             if args.json:
-                print(json.dumps(outcome.row, default=float), flush=True)
+                print(line, flush=True)
     except KeyboardInterrupt:
         bar.close()
         kept = " (they are in the run store)" if store is not None else ""
