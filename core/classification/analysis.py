@@ -73,6 +73,24 @@ def class_iou_matrix(gradients: dict[int, dict[str, torch.Tensor]], sparsity: fl
     return matrix
 
 
+def chance_iou(sparsity: float) -> float:
+    """IoU two independent random masks of the same share s give on average: s² / (2s − s²) = s / (2 − s).
+    The yardstick for every mask overlap: 0.33 at s = 0.5 is what chance alone produces."""
+    sparsity = check_fraction("sparsity", sparsity)
+    return sparsity / (2 - sparsity)
+
+
+def overlap_across_sparsity(gradients_a: dict[str, torch.Tensor], gradients_b: dict[str, torch.Tensor],
+                            sparsities: Iterable[float]) -> list[dict]:
+    """IoU of the two gradients' masks at every sparsity, beside what random masks would give."""
+    rows = []
+    for s in sparsities:
+        s = check_fraction("sparsity", s)
+        iou = mask_iou(saliency_mask(gradients_a, s), saliency_mask(gradients_b, s))[0]
+        rows.append({"sparsity": s, "iou": iou, "chance_iou": chance_iou(s)})
+    return rows
+
+
 def sparsity_sweep(experiment, sparsities: Iterable[float], seeds: Iterable[int], base_config=None,
                    progress: Callable[[int, int, float], None] | None = None,
                    lookup: Callable | None = None, on_result: Callable | None = None) -> list[dict]:
@@ -109,15 +127,20 @@ def sparsity_sweep(experiment, sparsities: Iterable[float], seeds: Iterable[int]
 
 
 def summarize_sweep(rows: list[dict], metrics=("ua", "ra", "ta", "mia_efficacy")) -> list[dict]:
-    """Mean and standard deviation over seeds of each metric, per sparsity (sorted)."""
+    """Mean and standard deviation over seeds of each metric, per sparsity (sorted).
+
+    A metric that carries its own spread per run (MIA-Efficacy: `mia_efficacy_std` over member samples)
+    gets both in its std: sqrt(variance over seeds + mean variance within a run)."""
     out = []
     for sparsity in sorted({r["sparsity"] for r in rows}):
         group = [r for r in rows if r["sparsity"] == sparsity]
         row = {"sparsity": sparsity, "runs": len(group)}
         for m in metrics:
             values = np.array([r[m] for r in group], dtype=float)
+            within = np.array([r.get(f"{m}_std", 0.0) for r in group], dtype=float)
+            between = values.var(ddof=1) if len(values) > 1 else 0.0
             row[m] = float(values.mean())
-            row[f"{m}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+            row[f"{m}_std"] = float(np.sqrt(between + np.mean(within ** 2)))
         out.append(row)
     return out
 

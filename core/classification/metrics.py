@@ -8,8 +8,17 @@
                               an SVC (RBF, C=3, gamma='auto') trained on one feature, the softmax
                               probability of the true label, with members = a sample of Dr as large as
                               the test set and non-members = the test set. Judged by closeness to Retrain.
+                              Which retained images are the members can swing the number by tens of points
+                              on a model that is ~99.5% confident everywhere, so the attacker is fitted
+                              over `MIA_SAMPLES` member samples and the mean is reported with its spread
+                              (`mia_efficacy_std`, the standard deviation over the samples; `mia_samples` = K).
 - RTE                       = wall time of the unlearning run, in seconds.
-- Avg. Gap                  = mean |metric - Retrain's metric| over UA, RA, TA and MIA-Efficacy.
+- Avg. Gap                  = mean |metric - Retrain's metric| over UA, RA, TA and MIA-Efficacy;
+                              `avg_gap_std` carries the MIA's sampling spread into it.
+- js_to_retrain             = Jensen-Shannon divergence (base 2, 0-1) between the predicted-label
+                              distributions of the unlearned model and Retrain on the forget set: where
+                              the forgotten images go, compared with where a model that never saw them
+                              sends them.
 """
 
 from __future__ import annotations
@@ -26,14 +35,24 @@ METRIC_DEFINITIONS = {
     "ra": "Retain accuracy: accuracy on the training data that was kept.",
     "ta": "Test accuracy: accuracy on held-out test images (without the forgotten class, for class-wise forgetting).",
     "mia_efficacy": "Share of forget-set images that a membership-inference attacker (SVC on the model's confidence) "
-                    "calls 'not in the training set'. Judged by closeness to Retrain, not by size.",
+                    "calls 'not in the training set'; mean ± std over several samples of retained images as the "
+                    "attacker's members. Judged by closeness to Retrain, not by size.",
     "forget_test_accuracy": "Accuracy on test images of the forgotten class (class-wise forgetting only).",
     "rte_seconds": "Run-time efficiency: wall time of the unlearning run, in seconds.",
     "avg_gap": "Mean absolute difference from Retrain over UA, RA, TA and MIA-Efficacy. Lower is better.",
+    "mia_efficacy_std": "Spread of MIA-Efficacy: its standard deviation over the attacker's member samples. "
+                        "Differences smaller than this are noise.",
+    "mia_samples": "How many samples of retained images the attacker was fitted on (one SVC each).",
+    "avg_gap_std": "Spread Avg. Gap inherits from the two models' MIA-Efficacy spreads.",
+    "js_to_retrain": "Jensen–Shannon divergence (0–1) between the labels this model and Retrain predict for the "
+                     "forget images: 0 = the forgotten images go where a model that never saw them sends them.",
 }
 METRIC_LABELS = {"ua": "UA", "ra": "RA", "ta": "TA", "mia_efficacy": "MIA-Efficacy",
-                 "forget_test_accuracy": "Forgotten class test acc.", "rte_seconds": "RTE (s)", "avg_gap": "Avg. Gap"}
+                 "forget_test_accuracy": "Forgotten class test acc.", "rte_seconds": "RTE (s)", "avg_gap": "Avg. Gap",
+                 "js_to_retrain": "JS to Retrain", "mia_efficacy_std": "MIA-Efficacy ± (std)",
+                 "mia_samples": "MIA member samples", "avg_gap_std": "Avg. Gap ± (std)"}
 GAP_METRICS = ("ua", "ra", "ta", "mia_efficacy")
+MIA_SAMPLES = 10  # member samples the attacker is fitted on; one SVC on one feature each
 
 
 def true_label_confidence(probabilities: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
@@ -46,17 +65,39 @@ def membership_attack(member_conf: np.ndarray, nonmember_conf: np.ndarray) -> SV
     return SVC(C=3, gamma="auto", kernel="rbf").fit(features, labels)
 
 
+def mia_efficacy_samples(conf_forget: np.ndarray, conf_retain: np.ndarray, conf_test: np.ndarray,
+                         seed: int = 0, samples: int = MIA_SAMPLES) -> tuple[np.ndarray, list[SVC]]:
+    """MIA-Efficacy (%) once per member sample, and the attacker of each.
+
+    Every sample draws as many retained images as there are test images, from one seeded stream, so
+    sample 0 is the single sample this project used before and the same seed gives the same numbers.
+    """
+    if samples < 1:
+        raise ValueError(f"samples must be at least 1, got {samples}")
+    rng = np.random.default_rng(seed)
+    size = min(len(conf_test), len(conf_retain))
+    values, attackers = [], []
+    for _ in range(samples):
+        members = rng.choice(len(conf_retain), size=size, replace=False)
+        attacker = membership_attack(conf_retain[members], conf_test)
+        values.append(float((attacker.predict(conf_forget.reshape(-1, 1)) == 0).mean() * 100))
+        attackers.append(attacker)
+    return np.array(values), attackers
+
+
 def _accuracy(probabilities: torch.Tensor, labels: torch.Tensor) -> float:
     if len(labels) == 0:
         return float("nan")
     return float((probabilities.argmax(1) == labels).float().mean() * 100)
 
 
-def evaluate(model, dataset: ImageDataset, split: ForgetSplit, seed: int = 0, details: bool = False) -> dict:
-    """UA, RA, TA, MIA-Efficacy (and the forgotten class's test accuracy) of `model`.
+def evaluate(model, dataset: ImageDataset, split: ForgetSplit, seed: int = 0, details: bool = False,
+             mia_samples: int = MIA_SAMPLES) -> dict:
+    """UA, RA, TA, MIA-Efficacy (mean over `mia_samples` member samples, with its std) and the forgotten
+    class's test accuracy of `model`.
 
-    With `details`, also returns the per-sample confidences and the attacker's decisions that the app's
-    membership-inference view draws.
+    With `details`, also returns the per-sample confidences, the first sample's attacker (whose decisions
+    the app's membership-inference view draws) and the MIA-Efficacy of every member sample.
     """
     x, y = dataset.train_x, dataset.train_y
     forget_idx = torch.as_tensor(split.forget_idx)
@@ -71,16 +112,15 @@ def evaluate(model, dataset: ImageDataset, split: ForgetSplit, seed: int = 0, de
     conf_forget = true_label_confidence(p_forget, y_forget)
     conf_retain = true_label_confidence(p_retain, y_retain)
     conf_test = true_label_confidence(p_test, y_test)
-    rng = np.random.default_rng(seed)
-    members = rng.choice(len(conf_retain), size=min(len(conf_test), len(conf_retain)), replace=False)
-    attacker = membership_attack(conf_retain[members], conf_test)
-    forget_called_member = attacker.predict(conf_forget.reshape(-1, 1))
+    mia, attackers = mia_efficacy_samples(conf_forget, conf_retain, conf_test, seed, mia_samples)
 
     result = {
         "ua": 100.0 - _accuracy(p_forget, y_forget),
         "ra": _accuracy(p_retain, y_retain),
         "ta": _accuracy(p_test, y_test),
-        "mia_efficacy": float((forget_called_member == 0).mean() * 100),
+        "mia_efficacy": float(mia.mean()),
+        "mia_efficacy_std": float(mia.std(ddof=1)) if len(mia) > 1 else 0.0,
+        "mia_samples": int(len(mia)),
     }
     if split.classwise:
         fidx = torch.as_tensor(split.forget_test_idx)
@@ -88,7 +128,8 @@ def evaluate(model, dataset: ImageDataset, split: ForgetSplit, seed: int = 0, de
     if details:
         result["details"] = {
             "confidence": {"forget": conf_forget, "retain": conf_retain, "test": conf_test},
-            "attacker": attacker,
+            "attacker": attackers[0],
+            "mia_per_sample": mia,
             "test_predictions": p_test.argmax(1).numpy(),
             "test_labels": y_test.numpy(),
         }
@@ -110,3 +151,32 @@ def confusion_matrix(model, x: torch.Tensor, y: torch.Tensor, num_classes: int) 
 
 def avg_gap(metrics: dict, retrain_metrics: dict) -> float:
     return float(np.mean([abs(metrics[k] - retrain_metrics[k]) for k in GAP_METRICS]))
+
+
+def avg_gap_std(metrics: dict, retrain_metrics: dict) -> float:
+    """The spread Avg. Gap inherits from MIA-Efficacy, its only sampled term: the two models' MIA stds
+    combined as independent errors, divided by the four metrics averaged (0 for metrics without a spread)."""
+    a, b = metrics.get("mia_efficacy_std", 0.0), retrain_metrics.get("mia_efficacy_std", 0.0)
+    return float(np.hypot(a, b) / len(GAP_METRICS))
+
+
+def forget_label_distribution(model, dataset: ImageDataset, split: ForgetSplit) -> np.ndarray:
+    """Share of the forget set's images predicted as each class (sums to 1)."""
+    x = dataset.train_x[torch.as_tensor(split.forget_idx)]
+    predicted = predict(model, x).argmax(1).numpy()
+    return np.bincount(predicted, minlength=dataset.num_classes) / max(len(predicted), 1)
+
+
+def js_divergence(p, q) -> float:
+    """Jensen-Shannon divergence in bits (0 for identical distributions, 1 for disjoint ones)."""
+    p, q = np.asarray(p, dtype=float), np.asarray(q, dtype=float)
+    if p.shape != q.shape or p.sum() <= 0 or q.sum() <= 0:
+        raise ValueError("js_divergence needs two non-empty distributions over the same classes")
+    p, q = p / p.sum(), q / q.sum()
+    m = (p + q) / 2
+
+    def kl(a, b):
+        nonzero = a > 0
+        return float(np.sum(a[nonzero] * np.log2(a[nonzero] / b[nonzero])))
+
+    return max(0.0, (kl(p, m) + kl(q, m)) / 2)

@@ -115,17 +115,24 @@ def iou_matrix_figure(matrix: np.ndarray, class_names: list[str], sparsity: floa
                       line=dict(color=COLORS["forget"], width=2))
     fig.update_yaxes(autorange="reversed", title_text="class", type="category")
     fig.update_xaxes(title_text="class", type="category")
-    return _layout(fig, f"Mask overlap (IoU) between classes, each mask at {sparsity * 100:.0f}%", height=420)
+    chance = sparsity / (2 - sparsity)
+    return _layout(fig, f"Mask overlap (IoU) between classes, each mask at {sparsity * 100:.0f}% "
+                        f"(two random masks: {chance:.2f})", height=420)
 
 
-def layer_overlap_figure(per_layer: dict[str, dict[str, float]]) -> go.Figure:
-    """Grouped bars: IoU per layer for each named pair of masks ({pair label: {layer: iou}})."""
+def layer_overlap_figure(per_layer: dict[str, dict[str, float]], sparsity: float | None = None) -> go.Figure:
+    """Grouped bars: IoU per layer for each named pair of masks ({pair label: {layer: iou}}); with the
+    masks' `sparsity`, a line at what two random masks of that share give, s / (2 − s)."""
     fig = go.Figure()
     for i, (label, values) in enumerate(per_layer.items()):
         fig.add_trace(go.Bar(name=label, x=list(values.values()), y=list(values.keys()), orientation="h",
                              marker_color=METHOD_COLORS[i % len(METHOD_COLORS)],
                              hovertemplate="%{y}: IoU %{x:.3f}<extra>" + label + "</extra>"))
     layers = len(next(iter(per_layer.values()), {}))
+    if sparsity is not None:
+        chance = sparsity / (2 - sparsity)
+        fig.add_vline(x=chance, line_dash="dot", line_color="#555",
+                      annotation_text=f"random masks: {chance:.2f}", annotation_position="top")
     fig.update_yaxes(autorange="reversed")
     fig.update_xaxes(title_text="IoU", range=[0, 1])
     return _layout(fig, "Overlap per layer", height=100 + 30 * layers * max(1, len(per_layer)) // 1,
@@ -150,10 +157,15 @@ def metrics_figure(columns: dict[str, dict], keys=("ua", "ra", "ta", "mia_effica
     fig = go.Figure()
     colors = role_colors(list(columns))
     for label, metrics in columns.items():
+        spread = [metrics.get(f"{k}_std") or 0.0 for k in keys]
         fig.add_trace(go.Bar(name=label, x=[METRIC_LABELS[k] for k in keys], y=[metrics.get(k) for k in keys],
-                             marker_color=colors[label], hovertemplate="%{x}: %{y:.2f}<extra>" + label + "</extra>"))
+                             marker_color=colors[label], customdata=spread,
+                             error_y=dict(type="data", array=spread, visible=any(spread), color="#333", thickness=1.2),
+                             hovertemplate="%{x}: %{y:.2f} ± %{customdata:.2f}<extra>" + label + "</extra>"))
     fig.update_yaxes(title_text="%", range=[0, 105])
-    return _layout(fig, "Metrics (%)", height=300, barmode="group", legend=dict(orientation="h", y=-0.2))
+    title = "Metrics (%)" + (" · error bars: MIA-Efficacy's std over member samples"
+                             if any(m.get("mia_efficacy_std") for m in columns.values()) else "")
+    return _layout(fig, title, height=300, barmode="group", legend=dict(orientation="h", y=-0.2))
 
 
 def per_class_accuracy_figure(per_class: dict[str, list[float]], class_names: list[str],
@@ -247,8 +259,10 @@ def membership_figure(panels: dict[str, dict]) -> go.Figure:
                            xanchor="left", bgcolor="rgba(255,255,255,0.8)")
     fig.update_layout(barmode="overlay")
     fig.update_xaxes(title_text="confidence in the true label", range=[0, 1.01])
-    fig.update_yaxes(title_text="% of the group", type="log", row=1, col=1)
-    fig.update_yaxes(type="log")
+    # one labelled tick per power of ten: 0.1, 1, 10, 100 (% of the group)
+    fig.update_yaxes(type="log", dtick=1, tickvals=[0.1, 1, 10, 100], ticktext=["0.1", "1", "10", "100"],
+                     minor=dict(showgrid=False, ticks=""))
+    fig.update_yaxes(title_text="% of the group (log)", row=1, col=1)
     return _layout(fig, "Membership inference: shaded = confidences the attacker calls 'member'",
                    height=340, legend=dict(orientation="h", y=-0.25))
 
@@ -272,8 +286,160 @@ def sweep_figure(summary: list[dict], retrain: dict | None = None,
                 fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name="Retrain",
                                          line=dict(color=COLORS["retrain"], dash="dash")), row=1, col=col)
         fig.update_xaxes(title_text="sparsity (%)", row=1, col=col)
-    return _layout(fig, "SalUn against the mask's sparsity (mean ± std over seeds)", height=340,
+    # fixed ranges: one sparsity must not draw an axis from 69 to 71, nor error bars push a % past 100
+    fig.update_xaxes(range=[0, 102], dtick=20)
+    fig.update_yaxes(range=[-2, 102], dtick=20)
+    return _layout(fig, "SalUn against the mask's sparsity (mean ± std over seeds and, for MIA-Efficacy, "
+                        "member samples)", height=340, legend=dict(orientation="h", y=-0.3))
+
+
+# --- looking inside (core.classification.compare, core.classification.audit) ---------------------
+
+GROUP_SYMBOLS = {"forget": "x", "retain": "circle", "test": "circle-open"}
+
+
+def embedding_figure(emb: dict, class_names: list[str]) -> go.Figure:
+    """One panel per model of core.classification.compare.embedding: points coloured by class, forget
+    images drawn as crosses on top; the panels share one projection and one pair of axes."""
+    panels = list(emb["points"])
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=panels, shared_xaxes=True, shared_yaxes=True,
+                        horizontal_spacing=0.03)
+    palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+               "#bcbd22", "#17becf"]
+    groups, labels = emb["groups"], emb["labels"]
+    for col, panel in enumerate(panels, start=1):
+        points = emb["points"][panel]
+        for group in ("retain", "test", "forget"):
+            rows = np.flatnonzero(groups == group)
+            if not len(rows):
+                continue
+            fig.add_trace(go.Scattergl(
+                x=points[rows, 0], y=points[rows, 1], mode="markers", name=group, legendgroup=group,
+                showlegend=(col == 1),
+                marker=dict(symbol=GROUP_SYMBOLS[group], size=7 if group == "forget" else 4,
+                            color=[palette[int(c) % len(palette)] for c in labels[rows]],
+                            line=dict(width=1.5 if group == "forget" else 0.6, color="black" if group == "forget" else None),
+                            opacity=1.0 if group == "forget" else 0.5),
+                customdata=[str(class_names[int(c)]) for c in labels[rows]],
+                hovertemplate=group + " image of class %{customdata}<extra>" + panel + "</extra>"), row=1, col=col)
+    fig.update_xaxes(showticklabels=False, title_text=f"{emb['method']} 1")
+    fig.update_yaxes(showticklabels=False)
+    fig.update_yaxes(title_text=f"{emb['method']} 2", row=1, col=1)
+    return _layout(fig, f"Penultimate features, one shared {emb['method']} for all panels "
+                        "(colour = true class; × = forget images)", height=400, legend=dict(orientation="h", y=-0.12))
+
+
+def layer_similarity_figure(similarity: dict[str, dict[str, float]]) -> go.Figure:
+    """Linear CKA per layer (core.classification.compare.layer_similarity), one line per pair of models."""
+    fig = go.Figure()
+    for i, (pair, values) in enumerate(similarity.items()):
+        fig.add_trace(go.Scatter(x=list(values), y=list(values.values()), mode="lines+markers", name=pair,
+                                 line=dict(color=METHOD_COLORS[i % len(METHOD_COLORS)]),
+                                 hovertemplate="%{x}: CKA %{y:.3f}<extra>" + pair + "</extra>"))
+    fig.update_yaxes(title_text="linear CKA (1 = same representation)", range=[0, 1.02])
+    fig.update_xaxes(title_text="layer (input → output)", type="category")
+    return _layout(fig, "Layer similarity on the same images", height=340, legend=dict(orientation="h", y=-0.3))
+
+
+def weight_change_figure(changes: dict[str, list[dict]]) -> go.Figure:
+    """Mean |Δw| per layer inside and outside the saliency mask, one panel per run
+    ({label: core.classification.compare.weight_change rows}); log scale, zero drawn at the floor."""
+    labels = list(changes)
+    fig = make_subplots(rows=1, cols=len(labels), subplot_titles=labels, shared_yaxes=True, horizontal_spacing=0.04)
+    all_values = [v for rows in changes.values() for r in rows
+                  for v in (r["mean_change_inside"], r["mean_change_outside"]) if v == v and v > 0]
+    floor = min(all_values) / 10 if all_values else 1e-8
+    for col, label in enumerate(labels, start=1):
+        rows = changes[label]
+        layers = [r["layer"] for r in rows]
+        for side, color in (("inside", COLORS["forget"]), ("outside", COLORS["before"])):
+            values = [r[f"mean_change_{side}"] for r in rows]
+            shown = [max(v, floor) if v == v else None for v in values]
+            fig.add_trace(go.Bar(x=shown, y=layers, orientation="h", name=f"{side} the mask", legendgroup=side,
+                                 showlegend=(col == 1), marker_color=color, customdata=values,
+                                 hovertemplate="%{y}: mean |Δw| = %{customdata:.2e}<extra>" + side + "</extra>"),
+                          row=1, col=col)
+    fig.update_xaxes(type="log", title_text="mean |Δw| (log)", exponentformat="power")
+    fig.update_yaxes(autorange="reversed")
+    return _layout(fig, "How far the weights moved, inside vs outside the saliency mask (a bar at the left edge = 0)",
+                   height=120 + 26 * max(len(r) for r in changes.values()), barmode="group",
+                   legend=dict(orientation="h", y=-0.12))
+
+
+def replay_figure(traces: dict[str, dict]) -> go.Figure:
+    """Forget and retained accuracy during each run ({label: core.classification.compare.replay(...)})."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=["Forget images: accuracy", "Retained images: accuracy"],
+                        shared_yaxes=True, horizontal_spacing=0.05)
+    colors = role_colors(list(traces))
+    for label, trace in traces.items():
+        for col, key in ((1, "forget_accuracy"), (2, "retain_accuracy")):
+            fig.add_trace(go.Scatter(x=trace["step"], y=trace[key], mode="lines+markers", name=label, legendgroup=label,
+                                     showlegend=(col == 1), line=dict(color=colors[label]), marker=dict(size=4),
+                                     hovertemplate="step %{x}: %{y:.1f}%<extra>" + label + "</extra>"), row=1, col=col)
+    fig.update_xaxes(title_text="optimizer step")
+    fig.update_yaxes(range=[0, 105])
+    fig.update_yaxes(title_text="accuracy (%)", row=1, col=1)
+    return _layout(fig, "Replay: accuracy during the run (step 0 = the original)", height=320,
+                   legend=dict(orientation="h", y=-0.25))
+
+
+def label_distribution_figure(distributions: dict[str, np.ndarray], class_names: list[str],
+                              forget_class: int | None = None, js: dict[str, float] | None = None) -> go.Figure:
+    """Share of the forget images predicted as each class, one bar group per model, with each model's
+    Jensen-Shannon divergence to Retrain in the legend."""
+    names = [str(c) for c in class_names]
+    colors = role_colors(list(distributions))
+    fig = go.Figure()
+    for label, dist in distributions.items():
+        suffix = f" · JS to Retrain {js[label]:.3f}" if js and label in js else ""
+        fig.add_trace(go.Bar(x=names, y=np.asarray(dist) * 100, name=label + suffix, marker_color=colors[label],
+                             hovertemplate="predicted %{x}: %{y:.1f}% of the forget images<extra>" + label + "</extra>"))
+    if forget_class is not None:
+        fig.add_vrect(x0=forget_class - 0.5, x1=forget_class + 0.5, fillcolor=COLORS["forget"], opacity=0.08,
+                      line_width=0, annotation_text="forgotten class", annotation_position="top")
+    fig.update_xaxes(title_text="predicted class", type="category", tickmode="array", tickvals=names)
+    fig.update_yaxes(title_text="% of the forget images", range=[0, 105])
+    return _layout(fig, "Where the forgotten images go: predicted labels on the forget set", height=340,
+                   barmode="group", legend=dict(orientation="h", y=-0.25))
+
+
+def audit_figure(report, signal: str = "modified_entropy") -> go.Figure:
+    """ROC curves of one signal of a core.classification.audit report, one per model, log FPR axis so the
+    1%-FPR corner (the one that matters for privacy) is readable."""
+    from core.classification.audit import FPR, SIGNAL_LABELS, roc_points
+
+    colors = role_colors(list(report.scores))
+    fig = go.Figure()
+    floor = 1.0 / max(report.nonmembers, 1)
+    for label, signals in report.scores.items():
+        fpr, tpr = roc_points(*signals[signal])
+        r = report.results[label][signal]
+        fig.add_trace(go.Scatter(x=np.maximum(fpr, floor / 2), y=tpr, mode="lines", line=dict(color=colors[label]),
+                                 name=f"{label}: AUC {r['auc']:.3f}, TPR@1% {r['tpr_at_1pct_fpr']:.1f}%",
+                                 hovertemplate="FPR %{x:.3f}, TPR %{y:.3f}<extra>" + label + "</extra>"))
+    grid = np.logspace(np.log10(floor / 2), 0, 50)
+    fig.add_trace(go.Scatter(x=grid, y=grid, mode="lines", name="chance", line=dict(color="#999", dash="dot")))
+    fig.add_vline(x=FPR, line_dash="dash", line_color="#555", annotation_text="1% FPR", annotation_position="top")
+    fig.update_xaxes(type="log", title_text="false-positive rate: test images called 'trained on' (log)",
+                     tickvals=[0.001, 0.01, 0.1, 1], ticktext=["0.1%", "1%", "10%", "100%"])
+    fig.update_yaxes(title_text="true-positive rate: forget images caught", range=[0, 1.02])
+    return _layout(fig, f"Audit — {SIGNAL_LABELS[signal]} attack, forget vs same-class test images", height=380,
                    legend=dict(orientation="h", y=-0.3))
+
+
+def overlap_sparsity_figure(rows: list[dict], label: str) -> go.Figure:
+    """IoU of two masks across sparsity (core.classification.analysis.overlap_across_sparsity) beside
+    the IoU two random masks of the same share give, s / (2 − s)."""
+    x = [r["sparsity"] * 100 for r in rows]
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=x, y=[r["iou"] for r in rows], mode="lines+markers", name=label,
+                             line=dict(color=COLORS["forget"]), hovertemplate="sparsity %{x:.0f}%: IoU %{y:.3f}<extra></extra>"))
+    fine = np.linspace(min(x) / 100, max(x) / 100, 60)
+    fig.add_trace(go.Scatter(x=fine * 100, y=fine / (2 - fine), mode="lines", name="two random masks: s / (2 − s)",
+                             line=dict(color="#999", dash="dot"), hoverinfo="skip"))
+    fig.update_xaxes(title_text="sparsity: share of weights in each mask (%)")
+    fig.update_yaxes(title_text="IoU", range=[0, 1.02])
+    return _layout(fig, "Overlap across sparsity, against chance", height=320, legend=dict(orientation="h", y=-0.3))
 
 
 # --- cost against data size (bench/bench_scaling.py) ---------------------------------------------

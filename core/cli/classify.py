@@ -19,7 +19,8 @@ def _print_table(result) -> None:
     from core.classification.metrics import METRIC_LABELS
 
     rows = [("", result.method)] + ([("", "retrain")] if result.retrain and result.method != "retrain" else [])
-    keys = [k for k in ("ua", "ra", "ta", "mia_efficacy", "forget_test_accuracy", "rte_seconds") if k in result.metrics]
+    keys = [k for k in ("ua", "ra", "ta", "mia_efficacy", "mia_efficacy_std", "forget_test_accuracy", "rte_seconds")
+            if k in result.metrics]
     header = f"{'metric':<28}{result.method:>12}" + (f"{'retrain':>12}" if len(rows) > 1 else "")
     print(header)
     for key in keys:
@@ -28,7 +29,10 @@ def _print_table(result) -> None:
             line += f"{result.retrain.metrics[key]:>12.2f}"
         print(line)
     if result.retrain is not None:
-        print(f"{'Avg. Gap':<28}{result.summary()['avg_gap']:>12.2f}")
+        summary = result.summary()
+        print(f"{'Avg. Gap':<28}{summary['avg_gap']:>12.2f}  ± {summary['avg_gap_std']:.2f}")
+        if "js_to_retrain" in summary:
+            print(f"{METRIC_LABELS['js_to_retrain']:<28}{summary['js_to_retrain']:>12.3f}")
 
 
 def cmd_train(args) -> dict:

@@ -38,27 +38,57 @@ def per_class_accuracy_figure(before: list[float], after: list[float] | None, cl
     """Grouped bars: % of generated images the classifier recognises, per class, before and after."""
     import plotly.graph_objects as go
 
-    names = [f"{n} (forgotten)" if i == forget_class else n for i, n in enumerate(class_names)]
+    names = [str(n) for n in class_names]
     fig = go.Figure()
     fig.add_bar(name="before", x=names, y=before, marker_color="#7f8c8d")
     if after is not None:
         fig.add_bar(name="after", x=names, y=after,
                     marker_color=["#dc2828" if i == forget_class else "#2c7fb8" for i in range(len(after))])
-    fig.update_layout(barmode="group", yaxis_title="generated images recognised as the class asked for (%)",
-                      yaxis_range=[0, 100], xaxis_title="class", height=360, margin=dict(t=30, b=40),
-                      legend=dict(orientation="h", y=1.12))
+    if forget_class is not None:  # shade the forgotten class's column and say so above it
+        fig.add_vrect(x0=forget_class - 0.5, x1=forget_class + 0.5, fillcolor="#dc2828", opacity=0.08, line_width=0,
+                      annotation_text="forgotten", annotation_position="top")
+    # every class labelled: a category axis with one tick per class (Plotly thins numeric-looking labels)
+    fig.update_xaxes(type="category", tickmode="array", tickvals=names, ticktext=names, tickangle=0)
+    fig.update_layout(barmode="group", yaxis_title="recognised as the class asked for (%)",
+                      yaxis_range=[0, 108], xaxis_title="class", height=360, margin=dict(t=40, b=40),
+                      legend=dict(orientation="h", y=1.15))
     return fig
 
 
+def group_layer_rows(rows: list[dict], max_bars: int = 40) -> list[dict]:
+    """Layer statistics summed into blocks (the longest name prefix that gives at most `max_bars` bars),
+    so a UNet's ~100 tensors read as ~20-40 labelled bars. Each block's salient fraction is weighted by size."""
+    for depth in range(8, 0, -1):
+        keys = list(dict.fromkeys(".".join(r["layer"].split(".")[:depth]) for r in rows))
+        if len(keys) <= max_bars:
+            break
+    if len(keys) == len(rows):
+        return rows
+    grouped = {k: {"layer": k, "numel": 0, "salient": 0, "tensors": 0, "grad_median": 0.0, "grad_q99": 0.0} for k in keys}
+    for r in rows:
+        g = grouped[".".join(r["layer"].split(".")[:depth])]
+        g["numel"] += r["numel"]
+        g["salient"] += r.get("salient", round(r["salient_fraction"] * r["numel"]))
+        g["tensors"] += 1
+        g["grad_median"] = max(g["grad_median"], r["grad_median"])  # the block's largest tensor median
+        g["grad_q99"] = max(g["grad_q99"], r["grad_q99"])
+    for g in grouped.values():
+        g["salient_fraction"] = g["salient"] / max(g["numel"], 1)
+    return list(grouped.values())
+
+
 def layer_saliency_figure(rows: list[dict]):
-    """Salient share of every parameter tensor (rows from core.saliency.layer_statistics)."""
+    """Salient share per block of parameter tensors (rows from core.saliency.layer_statistics, grouped
+    by group_layer_rows so every bar keeps its label)."""
     import plotly.graph_objects as go
 
+    rows = group_layer_rows(rows)
     fig = go.Figure(go.Bar(
         x=[r["salient_fraction"] * 100 for r in rows], y=[r["layer"] for r in rows], orientation="h",
         customdata=[[r["numel"], r["grad_median"], r["grad_q99"]] for r in rows],
         hovertemplate="%{y}<br>salient %{x:.1f}% of %{customdata[0]} weights<br>"
                       "median |g| %{customdata[1]:.2e}, q99 |g| %{customdata[2]:.2e}<extra></extra>"))
     fig.update_layout(xaxis_title="weights in the saliency mask (%)", xaxis_range=[0, 100],
-                      height=max(300, 14 * len(rows)), margin=dict(t=20, l=10), yaxis_autorange="reversed")
+                      height=max(300, 22 * len(rows) + 60), margin=dict(t=20, l=10), yaxis_autorange="reversed")
+    fig.update_yaxes(tickmode="array", tickvals=[r["layer"] for r in rows], automargin=True)
     return fig
