@@ -55,11 +55,14 @@ class Limits:
         if self.enforces(name):
             self.check(name, value)
 
-    def model_choices(self) -> dict[str, Path]:
-        """Display name -> path of the models a hosted visitor may pick (the shipped ones by default)."""
+    def model_choices(self, kind: str | None = None) -> dict[str, str]:
+        """Display name -> path of the models a hosted visitor may pick (the shipped ones by default),
+        optionally only those of one `kind`: "classifier", "generator" or "pipeline" (Stable Diffusion)."""
         if self.models:
-            return {name: Path(path) for name, path in self.models}
-        return shipped_models()
+            choices = {name: path for name, path in self.models}
+        else:
+            choices = {**{name: str(path) for name, path in shipped_models().items()}, "tiny": "tiny"}
+        return {name: path for name, path in choices.items() if kind is None or model_kind(path) == kind}
 
     def as_dict(self) -> dict:
         values = asdict(self)
@@ -72,6 +75,21 @@ def shipped_models() -> dict[str, Path]:
     """The checkpoints in assets/, named by their file stem (e.g. 'mnist5k_small_cnn', 'ddpm_mnist5k')."""
     assets = REPO_ROOT / "assets"
     return {p.stem: p for p in sorted(assets.glob("*.safetensors")) if p.with_suffix(".json").is_file()}
+
+
+def model_kind(path: str) -> str:
+    """"pipeline" for a diffusers folder, a hub id or `tiny`; "generator" for a checkpoint whose sidecar
+    names the DDPM UNet; "classifier" for any other checkpoint (a bad sidecar is refused when loaded)."""
+    import json
+
+    candidate = Path(path)
+    if path == "tiny" or candidate.is_dir() or candidate.suffix != ".safetensors":
+        return "pipeline"
+    try:
+        meta = json.loads(candidate.with_suffix(".json").read_text())
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return "classifier"
+    return "generator" if isinstance(meta, dict) and meta.get("architecture") == "ddpm_unet" else "classifier"
 
 
 def _parse_bool(name: str, value) -> bool:

@@ -64,7 +64,11 @@ if not torch.cuda.is_available():
         f"take days. The **tiny** model (`{TINY_MODEL}`: random weights, toy size) shows the whole flow in "
         "seconds; its images are noise, but the before/after change and the metrics are computed the real way.")
 
-model = st.text_input("Model: diffusers folder, hub id, or `tiny`", value=TINY_MODEL, key="model").strip()
+if ui.hosted():  # visitors pick from the operator's list (core.limits [models]): no field takes a server path
+    PIPELINES = ui.limits().model_choices("pipeline") or {"tiny": TINY_MODEL}
+    model = PIPELINES[st.selectbox("Model", list(PIPELINES), key="hosted_model")]
+else:
+    model = st.text_input("Model: diffusers folder, hub id, or `tiny`", value=TINY_MODEL, key="model").strip()
 names = list(PRESETS)
 preset_name = st.selectbox(
     "Preset", names, index=names.index(default_preset(model)), key=f"preset_{model == TINY_MODEL}",
@@ -106,10 +110,12 @@ with st.expander(f"Evaluation: is the concept gone? (preset: {pv['evaluation']})
     e1, e2 = st.columns(2)
     eval_images = e1.number_input("images per evaluation prompt", 1, 100, int(pv.get("eval_images", 2)),
                                   key=f"eval_images_{k}")
-    weights_file = e2.text_input("ImageNet classifier weights file (optional)", value="", key="classifier_weights",
-                                 help="A torchvision ResNet-50 state dict (.pth or .safetensors).")
-    download = st.checkbox("Allow downloading the ImageNet classifier weights (98 MB)", key="download")
-save_dir = st.text_input("Save the unlearned pipeline to (optional folder)", value="", key="save")
+    weights_file = "" if ui.hosted() else e2.text_input(
+        "ImageNet classifier weights file (optional)", value="", key="classifier_weights",
+        help="A torchvision ResNet-50 state dict (.pth or .safetensors).")
+    download = False if ui.hosted() else st.checkbox("Allow downloading the ImageNet classifier weights (98 MB)",
+                                                      key="download")
+save_dir = "" if ui.hosted() else st.text_input("Save the unlearned pipeline to (optional folder)", value="", key="save")
 
 config = plan = None
 try:
@@ -122,12 +128,15 @@ try:
         sample_seeds=seeds, evaluation=evaluation, eval_prompts=eval_text.splitlines(),
         eval_images=int(eval_images), classifier_weights=weights_file.strip() or None, download=download).validate()
     plan = concept_plan(config)
+    if ui.hosted():  # every limit applies to a visitor
+        ui.limits().check("steps", plan["steps"])
+        ui.limits().check("generated_images", plan["generated_images"]["total"])
     st.markdown(plan_line(plan))
     with st.expander("The plan as JSON (what `unlearn-concept --dry-run` prints)"):
         st.json(plan)
 except ValueError as exc:  # SalunError, and seeds that are not whole numbers
     config = None
-    plan_error = str(exc) if isinstance(exc, SalunError) else f"seeds must be whole numbers: {exc}"
+    plan_error = ui.public(exc) if isinstance(exc, SalunError) else f"seeds must be whole numbers: {exc}"
 else:
     plan_error = None
 
@@ -143,7 +152,7 @@ if st.button("Forget the concept", type="primary", key="run"):
                 saved = save_concept_result(result, save_dir) if save_dir.strip() else None
             except ValueError as exc:  # SalunError; CheckpointError explains how to get the weights
                 status.update(label="Failed: nothing was changed", state="error", expanded=False)
-                failure = str(exc)
+                failure = ui.public(exc)
             else:
                 failure = None
                 status.update(label=f"Done: {len(result.losses)} steps in {result.timings['total_s']:.1f} s",

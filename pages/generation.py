@@ -85,7 +85,7 @@ GENERATOR_PATH, CLASSIFIER_PATH = CHOICES[chosen]
 try:
     generator, gen_meta, classifier, clf_meta = cached_models(GENERATOR_PATH, CLASSIFIER_PATH)
 except SalunError as exc:
-    st.error(f"Cannot load the models: {exc}")
+    st.error(f"Cannot load the models: {ui.public(exc)}")
     st.stop()
 GUIDANCE = default_guidance(gen_meta)  # the guidance this generator was tuned for (its sidecar)
 
@@ -165,7 +165,7 @@ if run_clicked:
             status.update(label=f"Done in {run.rte_seconds:.0f} s", state="complete", expanded=False)
         st.session_state["gen_result"] = GenerationRunResult(config, before, after, run, {"generator": gen_meta})
     except SalunError as exc:
-        st.error(str(exc))
+        st.error(ui.public(exc))
 
 result: GenerationRunResult | None = st.session_state.get("gen_result")
 
@@ -174,7 +174,7 @@ if result is None:
         images, _ = cached_original_grid(GENERATOR_PATH, CLASSIFIER_PATH, PER_CLASS, float(GUIDANCE),
                                          SAMPLE_STEPS, SEED)
     except SalunError as exc:
-        st.error(str(exc))
+        st.error(ui.public(exc))
         st.stop()
     st.subheader("What the original model generates")
     show_grid(images, PER_CLASS, None, class_names,

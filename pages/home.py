@@ -49,7 +49,7 @@ def main() -> None:
             st.session_state["home_batch"] = {"target": target, "seed": 0,
                                               "entries": ui.submit_runs(exp, [config], ["SalUn"])}
         except SalunError as exc:
-            st.error(str(exc))
+            st.error(ui.public(exc))
 
     try:
         examples, _, _ = ui.example_images(ui.SHIPPED_DATASET, None)

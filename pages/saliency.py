@@ -81,7 +81,7 @@ def main() -> None:
         all_grads = class_gradients(target.dataset, target.checkpoint, target.data_root, exp_for_classes)
         matrix = class_iou(target.dataset, target.checkpoint, target.data_root, sparsity, all_grads)
     except SalunError as exc:
-        st.error(str(exc))
+        st.error(ui.public(exc))
         return
     st.plotly_chart(iou_matrix_figure(matrix, class_names, sparsity, highlight=target.forget_class), key="sal_iou")
 

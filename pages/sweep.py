@@ -126,7 +126,7 @@ def main() -> None:
                 st.session_state["sw_job"] = {"entries": [{"label": "Sweep", "job": job, "config": None}],
                                               "target": target}
             except SalunError as exc:
-                st.error(str(exc))
+                st.error(ui.public(exc))
 
     pending = st.session_state.get("sw_job")
     if pending is not None:

@@ -146,7 +146,7 @@ def export_section(results) -> None:
     try:
         files = _export_files(run_key, result)
     except OSError as exc:  # a full or read-only temporary folder: say so, keep the comparison on screen
-        st.error(f"Could not prepare the files to download ({exc}). The results above are unaffected; "
+        st.error(f"Could not prepare the files to download ({ui.public(exc)}). The results above are unaffected; "
                  "try again once the server has free disk space.")
         return
     stem = f"{result.method}_{result.config.forget.replace(':', '-').replace('/', '_')}_seed{result.config.seed}"
@@ -224,14 +224,14 @@ def main() -> None:
                 st.session_state["un_batch"] = {"target": target, "seed": target.seed,
                                                 "entries": ui.submit_runs(exp, configs, [method_label(m) for m in methods])}
             except SalunError as exc:
-                st.error(str(exc))
+                st.error(ui.public(exc))
 
     shown = ui.links.follow_batch("un", "Unlearning")
     if shown is not None:
         try:
             show_comparison(shown["target"].experiment(), shown["results"], shown["seed"])
         except SalunError as exc:
-            st.error(str(exc))
+            st.error(ui.public(exc))
     elif target is not None:
         st.info("Choose the methods and press **Run**. SalUn takes a few seconds on the default digits; "
                 "Retrain trains a new model from scratch and takes longer.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core.errors import SalunError
-from pages.ui.resources import job_runner, limits
+from pages.ui.resources import job_runner, limits, public
 from pages.ui.results import result_store
 from pages.ui.settings import run_config
 
@@ -146,4 +146,4 @@ def collect_results(entries: list[dict]) -> tuple[list[tuple[str, object]], list
 def report_problems(problems: list[tuple[str, str]]) -> None:
     """A cancelled run is the visitor's choice (a note); a failed one is explained as an error."""
     for status, message in problems:
-        (st.info if status == "cancelled" else st.error)(message)
+        (st.info if status == "cancelled" else st.error)(public(message))

@@ -10,7 +10,7 @@ from pathlib import Path
 import streamlit as st
 
 from core.errors import SalunError  # no torch: core.data and the rest load on first use, after the page shows
-from pages.ui.resources import ROOT, example_images, experiment, limits
+from pages.ui.resources import ROOT, example_images, experiment, hosted, limits, public
 from pages.ui.routing import kept
 
 SHIPPED_DATASET = "mnist5k"
@@ -105,6 +105,21 @@ def class_picker(examples: dict | None, class_names: list[str], key: str, defaul
                     format_func=lambda c: str(class_names[c]), label_visibility="collapsed")
 
 
+SHIPPED_CHOICE = "The shipped model for this dataset"
+
+
+def hosted_model_choice() -> str | None:
+    """Hosted mode: a classifier from the operator's list (core.limits `[models]`; the shipped ones by default)."""
+    choices = limits().model_choices("classifier")
+    options = ([] if limits().models else [SHIPPED_CHOICE]) + list(choices)
+    if not options:
+        st.error("This server offers no classifier to pick; upload your own below.")
+        return None
+    name = st.selectbox("Classifier", options, key="pick_hosted_model",
+                        help="The models this server offers; or upload your own below.")
+    return None if name == SHIPPED_CHOICE else choices[name]
+
+
 def target_picker() -> Target | None:
     """Dataset, model and what to forget. Returns None (after explaining why in place) when unusable."""
     from core.data import DATASETS, DEFAULT_DATASET, read_index_list
@@ -121,12 +136,16 @@ def target_picker() -> Target | None:
                                          help="Seeds the run (random labels, batch order) and draws a random share."))
         info = DATASETS[dataset]
         own_model = st.session_state.get("pick_model_file") is not None  # keep the upload in sight
-        with st.expander("Model checkpoint and data folder", expanded=not info.offline or own_model):
-            checkpoint = st.text_input(
-                "Checkpoint (.safetensors)", key="pick_checkpoint", placeholder="blank: the shipped model for this dataset",
-                help=f"Train one with `python -m core.cli train --dataset {dataset}`.").strip() or None
-            data_root = st.text_input("Data folder", key="pick_data_root", placeholder="blank: the default folder",
-                                      help="Only for torchvision datasets (mnist, fashion_mnist, cifar10, svhn).").strip() or None
+        with st.expander("Model checkpoint and data folder" if not hosted() else "Model",
+                         expanded=not info.offline or own_model):
+            if hosted():  # visitors pick from the operator's list: no field takes a server path
+                checkpoint, data_root = hosted_model_choice(), None
+            else:
+                checkpoint = st.text_input(
+                    "Checkpoint (.safetensors)", key="pick_checkpoint", placeholder="blank: the shipped model for this dataset",
+                    help=f"Train one with `python -m core.cli train --dataset {dataset}`.").strip() or None
+                data_root = st.text_input("Data folder", key="pick_data_root", placeholder="blank: the default folder",
+                                          help="Only for torchvision datasets (mnist, fashion_mnist, cifar10, svhn).").strip() or None
             from core.classification.models import ARCHITECTURES
 
             col_file, col_arch = st.columns([3, 1])
@@ -139,13 +158,13 @@ def target_picker() -> Target | None:
         try:
             examples, class_names, n_train = example_images(dataset, data_root)
         except SalunError as exc:
-            st.error(f"Cannot load {dataset}: {exc}")
+            st.error(f"Cannot load {dataset}: {public(exc)}")
             return None
         if model_file is not None:
             try:
                 checkpoint = store_uploaded_model(model_file.getvalue(), model_file.name, architecture, dataset, data_root)
             except SalunError as exc:
-                st.error(str(exc))
+                st.error(public(exc))
                 return None
             st.caption(f"Using your uploaded model {model_file.name!r} as {architecture}.")
         if kind == "class":
@@ -169,7 +188,7 @@ def target_picker() -> Target | None:
                 else:
                     indices = read_index_list(text, n_train)
             except SalunError as exc:
-                st.error(str(exc))
+                st.error(public(exc))
                 return None
             st.caption(f"{len(indices):,} training images selected.")
             forget = f"indices:{save_index_list(' '.join(map(str, indices))).relative_to(ROOT)}"
@@ -178,6 +197,6 @@ def target_picker() -> Target | None:
         exp = target.experiment()
         limits().check("forget_size", len(exp.split.forget_idx))
     except SalunError as exc:
-        st.error(str(exc))
+        st.error(public(exc))
         return None
     return target

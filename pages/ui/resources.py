@@ -16,6 +16,18 @@ def limits():
     return load_limits()
 
 
+def hosted() -> bool:
+    """Hosted mode (SALUN_HOSTED=1 or `hosted = true` in the limits file): no field takes a server path."""
+    return limits().hosted
+
+
+def public(exc) -> str:
+    """The one line a visitor sees for a user error: without server paths in hosted mode."""
+    from core.errors import public_message
+
+    return public_message(exc, limits().hosted)
+
+
 @st.cache_resource
 def job_runner():
     """One runner for the whole server: a job outlives the page run, the page and the browser tab
