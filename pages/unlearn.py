@@ -163,7 +163,12 @@ def export_section(results) -> None:
             col.caption(f"{label}: none — {result.method} uses no mask")
     try:
         st.markdown("Reproduce this run with the command line:")
-        st.code(cli_command(result.config, save=f"runs/{stem}"), language="bash")
+        command = cli_command(result.config, save=f"runs/{stem}")
+        if ui.hosted():  # an operator's or uploaded model's server path is not shown to a visitor
+            from core.errors import strip_paths
+
+            command = strip_paths(command)
+        st.code(command, language="bash")
     except SalunError as exc:
         st.info(str(exc))
 
