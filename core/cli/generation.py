@@ -141,8 +141,15 @@ def cmd_eval_gen(args) -> dict:
         values = json.loads(sidecar.read_text())
         values["evaluation"] = {k: v for k, v in summary.items() if k != "generator"}
         tmp = sidecar.with_name(sidecar.name + ".partial")
-        tmp.write_text(json.dumps(values, indent=2, sort_keys=True))
-        tmp.replace(sidecar)
+        try:  # strict JSON (a NaN figure is refused), written aside and renamed: a failure leaves the old sidecar
+            tmp.write_text(json.dumps(values, indent=2, sort_keys=True, allow_nan=False))
+            tmp.replace(sidecar)
+        except (OSError, ValueError) as exc:
+            from core.errors import SalunError
+
+            tmp.unlink(missing_ok=True)
+            raise SalunError(f"could not record the figures in {sidecar.name!r}: "
+                             f"{getattr(exc, 'strerror', None) or exc}") from None
     return summary
 
 
