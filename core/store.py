@@ -420,6 +420,7 @@ class RunStore:
         self._client = None
         self._experiments: dict[str, str] = {}
         self._lock = threading.Lock()
+        self._write_lock = threading.Lock()  # one record at a time: SQLite takes one writer anyway
         self._warming: threading.Thread | None = None
         self._damaged: dict[str, str] = {}
 
@@ -529,6 +530,10 @@ class RunStore:
         `source` (app, cli, sweep, library) becomes the tag `salun.source`."""
         if not getattr(result, "is_main_process", True):
             return None
+        with self._write_lock:
+            return self._log(result, source)
+
+    def _log(self, result, source: str) -> str:
         kind = kind_of(result)
         config = result.config
         if self._warming is not None:

@@ -161,3 +161,39 @@ def test_no_store_writes_nothing(digits_checkpoint, capsys, tmp_path, monkeypatc
     assert last_json(capsys)["run_id"] is None
     assert not home.exists()
     assert main(["runs", "list", "--json"]) == 0 and last_json(capsys)["runs"] == []
+
+
+def test_a_generation_run_is_stored_and_served_again(tmp_path, capsys):
+    """A tiny 8x8 generator: the run, its images and metrics come back from the store unchanged."""
+    import torch
+
+    from core.checkpoint import save_checkpoint
+    from core.classification.models import SmallCNN
+    from core.data import load_dataset
+    from core.diffusion.model import UNetConfig, save_generator
+    from core.diffusion.training import GeneratorTrainConfig, train_generator
+
+    digits = load_dataset("digits")
+    tiny = UNetConfig(image_size=8, block_out_channels=(8, 16), norm_num_groups=4, train_timesteps=100)
+    trained, _ = train_generator(GeneratorTrainConfig(dataset="digits", steps=5, batch_size=64, unet=tiny, seed=SEED),
+                                 tmp_path / "work", checkpoint_every_s=1e9)
+    generator = save_generator(trained, tmp_path / "gen.safetensors", {"dataset": "digits", "seed": 0})
+    torch.manual_seed(0)
+    classifier = save_checkpoint(SmallCNN(1, 10, 8), tmp_path / "clf.safetensors", {
+        "architecture": "small_cnn", "dataset": "digits", "class_names": digits.class_names, "image_shape": [1, 8, 8]})
+    argv = ["unlearn-gen", "--generator", str(generator), "--checkpoint", str(classifier), "--forget", "class:2",
+            "--steps", "2", "--per-class", "2", "--sample-steps", "2", "--seed", str(SEED), "--quiet", "--json"]
+    assert main(argv) == 0
+    line = last_json(capsys)
+    restart()
+    stored = store.get_run(line["run_id"])
+    assert stored.after["ua"] == line["ua"] and stored.before["per_class_accuracy"] == line["before"]["per_class_accuracy"]
+    assert stored.after["images"].shape == (20, 1, 8, 8) and stored.unlearning.mask is not None
+    folder = store.default_store().folder(store.default_store().info(line["run_id"]))
+    assert {"generator.safetensors", "generator.json", "samples.safetensors", "grid_before.png", "grid_after.png",
+            "metrics.json", "manifest.json"} <= {p.name for p in folder.iterdir()}
+    assert main(argv) == 0
+    again = last_json(capsys)
+    assert again.pop("reused") is True and again == line
+    served = store.find(stored.config)
+    assert torch.equal(served.after["images"], stored.after["images"])
