@@ -15,7 +15,8 @@ from core.data import load_dataset
 from core.diffusion.model import DEFAULT_SAMPLE_STEPS, SHIPPED_GENERATORS, default_guidance, generate
 from core.diffusion.metrics import (GENERATION_METRIC_DEFINITIONS, GENERATION_METRIC_LABELS, generate_grid,
                                     generation_metrics)
-from core.diffusion.plots import grid_image, layer_saliency_figure, per_class_accuracy_figure
+from core.classification.plots import per_class_accuracy_figure
+from core.diffusion.plots import grid_image, layer_saliency_figure
 from core.diffusion.run import GenerationRunConfig, GenerationRunResult, load_models
 from core.diffusion.methods import generation_split, substitute_class, unlearn_generator
 from core.methods import widget_specs
@@ -211,8 +212,10 @@ st.markdown(f"Metrics from {cfg.per_class} generated images per class, judged by
             "CLI use 30 images per class.")
 
 st.subheader("Per-class accuracy of generated images")
-st.plotly_chart(per_class_accuracy_figure(result.before["per_class_accuracy"], result.after["per_class_accuracy"],
-                                          class_names, k), width="stretch")
+st.plotly_chart(per_class_accuracy_figure({"Before": result.before["per_class_accuracy"],
+                                           "After": result.after["per_class_accuracy"]}, class_names, k,
+                                          title="Generated images recognised per class",
+                                          axis_title="recognised as the class asked for (%)"), width="stretch")
 
 if result.unlearning.gradients is not None:
     st.subheader("Saliency mask, per layer")

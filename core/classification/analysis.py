@@ -146,15 +146,21 @@ def summarize_sweep(rows: list[dict], metrics=("ua", "ra", "ta", "mia_efficacy")
 
 
 def cli_command(config, save: str | None = None) -> str:
-    """The `python -m core.cli unlearn ...` line that reproduces a RunConfig (options beyond epochs,
-    lr and alpha have no CLI flag and are refused rather than silently dropped)."""
-    extra = {k: v for k, v in (config.options or {}).items() if v is not None}
-    if extra:
-        raise SalunError(f"settings {sorted(extra)} have no command-line flag; use the config JSON instead")
+    """The `python -m core.cli unlearn ...` line that reproduces a RunConfig: every method setting has
+    its flag (core.methods derives them), and a method from a plugin brings its --plugin."""
+    from core.methods import get_method, plugin_source
+
     parts = ["python", "-m", "core.cli", "unlearn", "--dataset", config.dataset, "--forget", str(config.forget),
              "--method", config.method, "--sparsity", f"{config.sparsity:g}", "--seed", str(config.seed)]
-    for flag, value in (("--epochs", config.epochs), ("--lr", config.lr), ("--alpha", config.alpha)):
-        if value is not None:
+    source = plugin_source(get_method(config.method))
+    if source:
+        parts += ["--plugin", source]
+    settings = {"epochs": config.epochs, "lr": config.lr, "alpha": config.alpha, **(config.options or {})}
+    for name, value in settings.items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            parts.append(flag if value else f"--no-{flag[2:]}")
+        elif value is not None:
             parts += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
     if config.masked:
         parts.append("--masked")

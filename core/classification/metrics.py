@@ -28,7 +28,7 @@ import torch
 from sklearn.svm import SVC
 
 from core.data import ForgetSplit, ImageDataset
-from core.classification.training import predict
+from core.classification.training import per_class_accuracy, predict  # noqa: F401  (per_class_accuracy: re-exported)
 
 METRIC_DEFINITIONS = {
     "ua": "Unlearning accuracy: 100 − accuracy on the forget set. Higher means more forgotten.",
@@ -134,12 +134,6 @@ def evaluate(model, dataset: ImageDataset, split: ForgetSplit, seed: int = 0, de
             "test_labels": y_test.numpy(),
         }
     return result
-
-
-def per_class_accuracy(model, x: torch.Tensor, y: torch.Tensor, num_classes: int) -> list[float]:
-    predicted = predict(model, x).argmax(1)
-    return [float((predicted[y == c] == c).float().mean() * 100) if (y == c).any() else float("nan")
-            for c in range(num_classes)]
 
 
 def confusion_matrix(model, x: torch.Tensor, y: torch.Tensor, num_classes: int) -> np.ndarray:

@@ -169,7 +169,11 @@ def metrics_figure(columns: dict[str, dict], keys=("ua", "ra", "ta", "mia_effica
 
 
 def per_class_accuracy_figure(per_class: dict[str, list[float]], class_names: list[str],
-                              forget_class: int | None = None) -> go.Figure:
+                              forget_class: int | None = None, title: str = "Test accuracy per class",
+                              axis_title: str = "test accuracy (%)") -> go.Figure:
+    """Grouped bars per class, one group member per model (Before, a method, Retrain, ...), the
+    forgotten class shaded. The one per-class figure: classifiers on test images, generators on their
+    generated images (core.classification.training.per_class_accuracy computes both)."""
     fig = go.Figure()
     names = [str(c) for c in class_names]
     colors = role_colors(list(per_class))
@@ -180,8 +184,8 @@ def per_class_accuracy_figure(per_class: dict[str, list[float]], class_names: li
         fig.add_vrect(x0=forget_class - 0.5, x1=forget_class + 0.5, fillcolor=COLORS["forget"], opacity=0.08,
                       line_width=0, annotation_text="forgotten", annotation_position="top")
     fig.update_xaxes(title_text="class", type="category")
-    fig.update_yaxes(title_text="test accuracy (%)", range=[0, 105])
-    return _layout(fig, "Test accuracy per class", height=320, barmode="group", legend=dict(orientation="h", y=-0.25))
+    fig.update_yaxes(title_text=axis_title, range=[0, 105])
+    return _layout(fig, title, height=320, barmode="group", legend=dict(orientation="h", y=-0.25))
 
 
 def confusion_matrix_figure(matrix: np.ndarray, class_names: list[str], title: str) -> go.Figure:

@@ -86,6 +86,15 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return float((predict(model, x).argmax(1) == y).float().mean() * 100)
 
 
+def per_class_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int) -> list[float]:
+    """For each class, the % of its images `model` assigns to it (NaN for a class with none). The one
+    per-class accuracy: test images for a classifier, generated images for a generator (the labels
+    are then the classes asked for)."""
+    predicted = predict(model, x).argmax(1)
+    return [float((predicted[y == c] == c).float().mean() * 100) if (y == c).any() else float("nan")
+            for c in range(num_classes)]
+
+
 def copy_model(model: nn.Module) -> nn.Module:
     """A deep copy that shares nothing with the original, so a run can never modify it."""
     return copy.deepcopy(model)

@@ -21,7 +21,7 @@ from torch import nn
 
 from core.diffusion.model import DEFAULT_GUIDANCE, DEFAULT_SAMPLE_STEPS, ConditionalUNet, check_class, class_grid_labels, generate
 from core.errors import check_positive
-from core.classification.training import predict
+from core.classification.training import per_class_accuracy
 
 GENERATION_METRIC_LABELS = {
     "ua": "UA (generation)",
@@ -67,16 +67,6 @@ def frechet_distance(classifier: nn.Module, real: torch.Tensor, generated: torch
     return float(metric.compute())
 
 
-def per_class_recognised(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor, num_classes: int) -> list[float]:
-    """For each class, the % of images generated for it that the classifier assigns to it (NaN if none)."""
-    predicted = predict(classifier, images).argmax(1)
-    out = []
-    for k in range(num_classes):
-        rows = labels == k
-        out.append(float((predicted[rows] == k).float().mean() * 100) if bool(rows.any()) else float("nan"))
-    return out
-
-
 def generate_grid(generator: ConditionalUNet, per_class: int, guidance: float = DEFAULT_GUIDANCE,
                   steps: int = DEFAULT_SAMPLE_STEPS, seed: int = 0, preview=None) -> tuple[torch.Tensor, torch.Tensor]:
     """`per_class` images of every class (row-major by class) and their labels."""
@@ -97,7 +87,7 @@ def generation_metrics(generator: ConditionalUNet, classifier: nn.Module, forget
     if forget_class is not None:
         forget_class = check_class(generator, forget_class, "forgotten class")
     images, labels = images if images is not None else generate_grid(generator, per_class, guidance, steps, seed)
-    per_class_acc = per_class_recognised(classifier, images, labels, generator.num_classes)
+    per_class_acc = per_class_accuracy(classifier, images, labels, generator.num_classes)
     result = {
         "recognised": float(torch.tensor(per_class_acc).nanmean()),
         "per_class_accuracy": per_class_acc,

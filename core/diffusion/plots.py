@@ -1,4 +1,8 @@
-"""Pictures for the generation page: image grids with the forgotten row marked, and Plotly figures."""
+"""Pictures for the generation page: image grids with the forgotten row marked, and Plotly figures.
+
+Per-class accuracy of generated images is drawn by core.classification.plots.per_class_accuracy_figure,
+the same figure as for classifiers.
+"""
 
 from __future__ import annotations
 
@@ -31,50 +35,6 @@ def grid_image(images: torch.Tensor, per_row: int, marked_row: int | None = None
     if scale > 1:
         out = out.repeat(scale, axis=0).repeat(scale, axis=1)
     return out
-
-
-def per_class_accuracy_figure(before: list[float], after: list[float] | None, class_names: list[str],
-                              forget_class: int | None = None):
-    """Grouped bars: % of generated images the classifier recognises, per class, before and after."""
-    import plotly.graph_objects as go
-
-    names = [str(n) for n in class_names]
-    fig = go.Figure()
-    fig.add_bar(name="before", x=names, y=before, marker_color="#7f8c8d")
-    if after is not None:
-        fig.add_bar(name="after", x=names, y=after,
-                    marker_color=["#dc2828" if i == forget_class else "#2c7fb8" for i in range(len(after))])
-    if forget_class is not None:  # shade the forgotten class's column and say so above it
-        fig.add_vrect(x0=forget_class - 0.5, x1=forget_class + 0.5, fillcolor="#dc2828", opacity=0.08, line_width=0,
-                      annotation_text="forgotten", annotation_position="top")
-    # every class labelled: a category axis with one tick per class (Plotly thins numeric-looking labels)
-    fig.update_xaxes(type="category", tickmode="array", tickvals=names, ticktext=names, tickangle=0)
-    fig.update_layout(barmode="group", yaxis_title="recognised as the class asked for (%)",
-                      yaxis_range=[0, 108], xaxis_title="class", height=360, margin=dict(t=40, b=40),
-                      legend=dict(orientation="h", y=1.15))
-    return fig
-
-
-def group_layer_rows(rows: list[dict], max_bars: int = 40) -> list[dict]:
-    """Layer statistics summed into blocks (the longest name prefix that gives at most `max_bars` bars),
-    so a UNet's ~100 tensors read as ~20-40 labelled bars. Each block's salient fraction is weighted by size."""
-    for depth in range(8, 0, -1):
-        keys = list(dict.fromkeys(".".join(r["layer"].split(".")[:depth]) for r in rows))
-        if len(keys) <= max_bars:
-            break
-    if len(keys) == len(rows):
-        return rows
-    grouped = {k: {"layer": k, "numel": 0, "salient": 0, "tensors": 0, "grad_median": 0.0, "grad_q99": 0.0} for k in keys}
-    for r in rows:
-        g = grouped[".".join(r["layer"].split(".")[:depth])]
-        g["numel"] += r["numel"]
-        g["salient"] += r.get("salient", round(r["salient_fraction"] * r["numel"]))
-        g["tensors"] += 1
-        g["grad_median"] = max(g["grad_median"], r["grad_median"])  # the block's largest tensor median
-        g["grad_q99"] = max(g["grad_q99"], r["grad_q99"])
-    for g in grouped.values():
-        g["salient_fraction"] = g["salient"] / max(g["numel"], 1)
-    return list(grouped.values())
 
 
 def layer_saliency_figure(rows: list[dict]):

@@ -16,11 +16,11 @@ examples/custom_method.py. Importing this package does not import torch.
 """
 
 from core.methods.params import Param
-from core.methods.plugins import ENV_VAR, load_env_plugins, load_plugin, load_plugins, split_specs
+from core.methods.plugins import ENV_VAR, load_env_plugins, load_plugin, load_plugins, plugin_source, split_specs
 from core.methods.registry import (FAMILIES, FORGET_KINDS, Method, add_override, all_params, get_method, methods,
                                    normalise, register, unregister)
 from core.methods.widgets import WidgetSpec, widget_specs
 
 __all__ = ["Param", "Method", "register", "unregister", "get_method", "methods", "add_override", "all_params",
-           "normalise", "FAMILIES", "FORGET_KINDS", "load_plugin", "load_plugins", "load_env_plugins", "split_specs",
+           "normalise", "FAMILIES", "FORGET_KINDS", "load_plugin", "load_plugins", "load_env_plugins", "plugin_source", "split_specs",
            "ENV_VAR", "WidgetSpec", "widget_specs"]

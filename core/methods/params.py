@@ -88,11 +88,13 @@ class Param:
             raise SalunError(f"{self.name} must be {self.range_text()}, got {value!r}")
         return number
 
-    def help(self) -> str:
-        """One line for a widget or a flag: the meaning, the default and the allowed range."""
+    def help(self, default=None) -> str:
+        """One line for a widget or a flag: the meaning, the default (`default` if the dataset or forget
+        kind changes it) and the allowed range."""
+        default = self.default if default is None else default
         text = self.meaning.rstrip(".")
-        return f"{text}. Default {_fmt(self.default)}; allowed {self.range_text()}." if text else \
-            f"Default {_fmt(self.default)}; allowed {self.range_text()}."
+        return f"{text}. Default {_fmt(default)}; allowed {self.range_text()}." if text else \
+            f"Default {_fmt(default)}; allowed {self.range_text()}."
 
 
 def _as_number(value) -> float | None:

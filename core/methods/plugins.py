@@ -22,6 +22,7 @@ from core.errors import SalunError
 
 ENV_VAR = "SALUN_PLUGINS"
 _loaded: dict[str, object] = {}  # resolved spec -> module
+_sources: dict[str, str] = {}  # module name -> the spec it was loaded with (for reproducing commands)
 
 
 def split_specs(text: str | None) -> list[str]:
@@ -75,7 +76,13 @@ def load_plugin(spec: str):
         except Exception as exc:
             raise SalunError(f"plugin {spec!r} failed to load: {type(exc).__name__}: {exc}") from exc
     _loaded[key] = module
+    _sources[module.__name__] = spec
     return module
+
+
+def plugin_source(method) -> str | None:
+    """The --plugin value that brings `method` back (None for a method of core/ itself)."""
+    return _sources.get(getattr(method.run, "__module__", None))
 
 
 def load_plugins(specs) -> list:

@@ -35,14 +35,14 @@ def widget_specs(method: Method, defaults: dict | None = None) -> list[WidgetSpe
     for p in sorted(method.params, key=lambda p: not p.primary):
         value = defaults.get(p.name, p.default)
         if p.type is bool:
-            specs.append(WidgetSpec(p.name, p.title, "bool", bool(value), None, None, None, None, p.help(), p.primary))
+            specs.append(WidgetSpec(p.name, p.title, "bool", bool(value), None, None, None, None, p.help(value), p.primary))
             continue
         if p.type is int:
             low = None if p.low is None else int(p.low) + (1 if p.low_open else 0)
             high = None if p.high is None else int(p.high)
-            specs.append(WidgetSpec(p.name, p.title, "int", int(value), low, high, 1, None, p.help(), p.primary))
+            specs.append(WidgetSpec(p.name, p.title, "int", int(value), low, high, 1, None, p.help(value), p.primary))
             continue
         low = None if p.low is None or p.low_open else float(p.low)
         high = None if p.high is None else float(p.high)
-        specs.append(WidgetSpec(p.name, p.title, "float", float(value), low, high, p.step, "%g", p.help(), p.primary))
+        specs.append(WidgetSpec(p.name, p.title, "float", float(value), low, high, p.step, "%g", p.help(value), p.primary))
     return specs
