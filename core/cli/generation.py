@@ -102,9 +102,12 @@ def cmd_unlearn_gen(args) -> dict:
     if not args.json:
         print(f"{config.dataset}: generator {config.generator}, judged by {config.classifier}, guidance {config.guidance}")
         print(f"{'metric':<42}{'before':>10}{'after':>10}")
+        number = lambda v: f"{v:>10.2f}" if v is not None else f"{'n/a':>10}"  # noqa: E731
         for key in ("ua", "retained_accuracy", "frechet_retained"):
-            print(f"{GENERATION_METRIC_LABELS[key]:<42}{summary['before'][key]:>10.2f}{summary[key]:>10.2f}")
+            print(f"{GENERATION_METRIC_LABELS[key]:<42}{number(summary['before'][key])}{number(summary[key])}")
         print(f"{'RTE (s)':<42}{'':>10}{summary['rte_seconds']:>10.1f}")
+        if "frechet_note" in summary:
+            print(f"Fréchet distance {summary['frechet_note']} (--per-class {summary['frechet_min_per_class']})")
     return summary
 
 
@@ -123,11 +126,15 @@ def cmd_eval_gen(args) -> dict:
                                      seed=args.seed).validate()
         result = evaluate_generator(generator, classifier, None, config, where.dataset)
         row = {"guidance": guidance, "recognised": result["recognised"], "frechet_all": result["frechet_all"],
-               "per_class_accuracy": [round(a, 1) for a in result["per_class_accuracy"]]}
+               "per_class_accuracy": [round(a, 1) for a in result["per_class_accuracy"]],
+               **({"frechet_note": result["frechet_note"]} if "frechet_note" in result else {})}
         rows.append(row)
         if not args.json:
             print(f"guidance {guidance:<5} recognised {row['recognised']:6.2f}%  Fréchet (classifier features) "
-                  f"{row['frechet_all']:8.3f}  per class {row['per_class_accuracy']}", flush=True)
+                  + (f"{row['frechet_all']:8.3f}" if row["frechet_all"] is not None else "     n/a")
+                  + f"  per class {row['per_class_accuracy']}", flush=True)
+            if "frechet_note" in row:
+                print(f"  Fréchet distance {row['frechet_note']}", flush=True)
     summary = {"dataset": where.dataset, "generator": where.generator, "steps_done": meta.get("steps_done"),
                "sample_steps": args.sample_steps, "per_class": args.per_class, "seed": args.seed,
                "classifier": where.classifier,

@@ -8,7 +8,11 @@
 - Fréchet distance (classifier features) = Fréchet distance between generated and real images of the
                                retained classes, on the classifier's 64 penultimate features
                                (`SmallCNN.embed`). Lower is closer. It is NOT Inception FID: the numbers
-                               are not comparable with FIDs in papers.
+                               are not comparable with FIDs in papers. It is computed only from at least
+                               FRECHET_FEATURE_MULTIPLE x 64 generated images (a minimum per class, in the
+                               result as `frechet_min_per_class`); with fewer, the covariance estimate is
+                               mostly noise (9 images in 64 dimensions gave 596 -> 937 for the same model),
+                               and the result holds None and a `frechet_note` saying why.
 
 Every figure is computed from images generated with fixed seeds, so two models are compared seed for
 seed: the same starting noise for the same (class, slot).
@@ -18,6 +22,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+
+import math
 
 from core.diffusion.model import DEFAULT_GUIDANCE, DEFAULT_SAMPLE_STEPS, ConditionalUNet, check_class, class_grid_labels, generate
 from core.errors import check_positive
@@ -39,6 +45,31 @@ GENERATION_METRIC_DEFINITIONS = {
                         "classifier's penultimate features (not Inception FID). Lower is closer to real data.",
     "forget_accuracy": "Share of images generated for the forgotten class that the classifier assigns to it (%).",
 }
+
+
+FRECHET_FEATURE_MULTIPLE = 2  # generated images per classifier feature needed before a Fréchet distance is given
+
+
+def frechet_min_images(num_features: int) -> int:
+    return FRECHET_FEATURE_MULTIPLE * int(num_features)
+
+
+def frechet_min_per_class(num_features: int, classes: int) -> int:
+    """Images per class needed for a Fréchet distance over `classes` classes' generated images."""
+    return math.ceil(frechet_min_images(num_features) / max(1, int(classes)))
+
+
+def _frechet_or_note(result: dict, key: str, classifier: nn.Module, real: torch.Tensor, generated: torch.Tensor,
+                     classes: int) -> None:
+    """result[key] = the Fréchet distance, or None with result["frechet_note"] when too few images."""
+    features = ClassifierFeatures(classifier, tuple(real.shape[1:])).num_features
+    result["frechet_min_per_class"] = frechet_min_per_class(features, classes)
+    if len(generated) < frechet_min_images(features):
+        result[key] = None
+        result["frechet_note"] = (f"not computed: {len(generated)} generated images for {features} classifier "
+                                  f"features; needs at least {result['frechet_min_per_class']} images per class")
+    else:
+        result[key] = frechet_distance(classifier, real, generated)
 
 
 class ClassifierFeatures(nn.Module):
@@ -99,14 +130,14 @@ def generation_metrics(generator: ConditionalUNet, classifier: nn.Module, forget
         "labels": labels,
     }
     if forget_class is None:
-        result["frechet_all"] = frechet_distance(classifier, real_x, images)
+        _frechet_or_note(result, "frechet_all", classifier, real_x, images, generator.num_classes)
         return result
     keep = [k for k in range(generator.num_classes) if k != forget_class]
     result["forget_accuracy"] = per_class_acc[forget_class]
     result["ua"] = 100.0 - per_class_acc[forget_class]
     result["retained_accuracy"] = float(sum(per_class_acc[k] for k in keep) / len(keep))
     retained_real = real_x[real_y != forget_class]
-    result["frechet_retained"] = frechet_distance(classifier, retained_real, images[labels != forget_class])
+    _frechet_or_note(result, "frechet_retained", classifier, retained_real, images[labels != forget_class], len(keep))
     return result
 
 

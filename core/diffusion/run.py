@@ -138,7 +138,10 @@ class GenerationRunResult:
                 "dataset": self.config.dataset, "generator": self.config.generator,
                 "classifier": self.config.classifier, **pick(self.after), "rte_seconds": self.rte_seconds, "before": pick(self.before),
                 "params": self.unlearning.params, "guidance": self.config.guidance,
-                "sample_steps": self.config.sample_steps, "per_class": self.config.per_class}
+                "sample_steps": self.config.sample_steps, "per_class": self.config.per_class,
+                "frechet_min_per_class": self.after.get("frechet_min_per_class"),
+                "mask_stability": getattr(self.unlearning, "mask_stability", None),
+                **({"frechet_note": self.after["frechet_note"]} if "frechet_note" in self.after else {})}
 
 
 def load_models(generator: str | Path | None = None, classifier: str | Path | None = None,
