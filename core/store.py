@@ -318,7 +318,8 @@ def _write_concept(result, folder: Path) -> None:
             for seed, image in zip(config.sample_seeds, row):
                 image.save(samples / f"prompt{k}_seed{seed}_{when}.png")
     _write_json(folder / "result.json", {"format": FORMAT, "kind": "concept", "metrics": result.metrics,
-                                         "losses": result.losses, "timings": result.timings, "prompts": prompts})
+                                         "losses": result.losses, "timings": result.timings, "prompts": prompts,
+                                         "evaluation": getattr(result, "evaluation", None)})
     _loss_curve(result.losses, folder, f"concept · {config.forget_prompt[:40]} · seed {config.seed}")
 
 
@@ -750,8 +751,9 @@ def _read_concept(store: RunStore, folder: Path):
             paths = [folder / "samples" / f"prompt{k}_seed{seed}_{when}.png" for seed in config.sample_seeds]
             if all(p.is_file() for p in paths):
                 samples[prompt][when] = [Image.open(p).copy() for p in paths]
+    extra = {"evaluation": data["evaluation"]} if data.get("evaluation") is not None else {}
     return ConceptResult(config, pipe, unet.eval(), load_mask(folder / "mask.safetensors"), data["metrics"], samples,
-                         data["losses"], data["timings"])
+                         data["losses"], data["timings"], **extra)
 
 
 READERS = {"classification": _read_classification, "generation": _read_generation, "concept": _read_concept}
