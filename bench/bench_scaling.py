@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import bench_fashion
 from bench_fashion import BenchExperiment, CACHE, KEYS, cached, fashion_experiment, run_key, timed_unlearn
 from core.classification.metrics import avg_gap
 from core.classification.training import TrainConfig, accuracy, train_from_scratch, train_meta
@@ -40,18 +41,19 @@ def nested_subset(n_train_total: int, n: int, seed: int = 0) -> np.ndarray:
     return np.sort(order[:n])
 
 
-def subset_experiment(n: int, forget: str) -> BenchExperiment:
-    """Original trained on the n-image subset (the shipped model at full size), forgetting `forget`."""
-    if n >= FULL:
+def subset_experiment(n: int, forget: str, epochs: int | None = None) -> BenchExperiment:
+    """Original trained on the n-image subset with the shipped recipe (`epochs` instead of its 15 if
+    given; the shipped model itself at full size), forgetting `forget`."""
+    if n >= FULL and not epochs:
         return fashion_experiment(forget)
     full = load_dataset("fashion_mnist")
     rows = torch.as_tensor(nested_subset(len(full.train_y), n))
     data = ImageDataset("fashion_mnist", full.train_x[rows], full.train_y[rows], full.test_x, full.test_y,
                         full.class_names)
     shipped = fashion_experiment(forget).meta["training"]
-    config = TrainConfig(architecture=shipped["architecture"], epochs=shipped["epochs"], lr=shipped["lr"],
+    config = TrainConfig(architecture=shipped["architecture"], epochs=epochs or shipped["epochs"], lr=shipped["lr"],
                          batch_size=shipped["batch_size"], seed=shipped["seed"])
-    path = CACHE / f"original_n{n}.pt"
+    path = CACHE / f"original_n{n}_e{config.epochs}.pt"
     if path.is_file():
         from core.classification.models import build_model
 
@@ -67,21 +69,21 @@ def subset_experiment(n: int, forget: str) -> BenchExperiment:
     return BenchExperiment(data, model.eval(), meta, make_split(data, forget, seed=0), device=torch.device("cpu"))
 
 
-def run_at(n: int, forget: str, method: str) -> dict:
+def run_at(n: int, forget: str, method: str, epochs: int | None = None) -> dict:
     def compute():
         print(f"[{time.strftime('%H:%M:%S')}] n={n} {method}", flush=True)
-        return timed_unlearn(subset_experiment(n, forget), method, 0)  # fresh: SalUn pays for its own mask
-    return cached(run_key(n, forget, method, 0, 0), compute)
+        return timed_unlearn(subset_experiment(n, forget, epochs), method, 0)  # fresh: SalUn pays for its own mask
+    return cached(run_key(n, forget, method, 0, 0, epochs), compute)
 
 
-def measure(sizes: list[int], forget: str, retrain_only: bool = False) -> list[dict]:
+def measure(sizes: list[int], forget: str, retrain_only: bool = False, epochs: int | None = None) -> list[dict]:
     for n in sizes:  # every original and Retrain first: they do not depend on SalUn's settings
-        run_at(n, forget, "retrain")
+        run_at(n, forget, "retrain", epochs)
     if retrain_only:
         return []
     rows = []
     for n in sizes:
-        retrain, salun = run_at(n, forget, "retrain"), run_at(n, forget, "salun")
+        retrain, salun = run_at(n, forget, "retrain", epochs), run_at(n, forget, "salun", epochs)
         row = {"n_train": n, "n_forget": None, "salun_cpu_s": salun["cpu_seconds"],
                "retrain_cpu_s": retrain["cpu_seconds"], "salun_wall_s": salun["rte_seconds"],
                "retrain_wall_s": retrain["rte_seconds"], "avg_gap": avg_gap(salun, retrain),
@@ -95,7 +97,7 @@ def measure(sizes: list[int], forget: str, retrain_only: bool = False) -> list[d
     return rows
 
 
-def write_results(rows: list[dict], forget: str) -> None:
+def write_results(rows: list[dict], forget: str, epochs: int | None = None) -> None:
     from core.classification.plots import scaling_figure
 
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -104,7 +106,8 @@ def write_results(rows: list[dict], forget: str) -> None:
         writer.writeheader()
         writer.writerows({k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()} for r in rows)
     lines = [f"Forgetting {forget} of Fashion-MNIST on nested training subsets; original = small CNN trained on the "
-             f"subset with the shipped recipe; 1 thread; CPU seconds of the unlearning (mask included, metrics excluded)",
+             f"subset with the shipped recipe, {epochs or 15} epochs (Retrain the same); 1 thread; CPU seconds of "
+             f"the unlearning (mask included, metrics excluded)",
              f"{'train images':>12}{'forgotten':>10}{'SalUn CPU s':>13}{'Retrain CPU s':>15}{'ratio':>8}"
              f"{'Avg. Gap':>10}{'SalUn UA':>10}{'SalUn RA':>10}{'SalUn TA':>10}{'Retr. TA':>10}"]
     for r in rows:
@@ -127,13 +130,17 @@ def main(argv=None) -> int:
     parser.add_argument("--forget", default="class:7")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--retrain-only", action="store_true", help="train the originals and run Retrain only")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="epochs of every original and Retrain (default: the shipped recipe's 15)")
+    parser.add_argument("--mia-samples", type=int, default=bench_fashion.MIA_SAMPLES)
     args = parser.parse_args(argv)
+    bench_fashion.set_mia_samples(args.mia_samples)
     torch.set_num_threads(args.threads)
     started = time.time()
-    rows = measure(sorted(args.sizes), args.forget, args.retrain_only)
+    rows = measure(sorted(args.sizes), args.forget, args.retrain_only, args.epochs)
     if not rows:
         return 0
-    write_results(rows, args.forget)
+    write_results(rows, args.forget, args.epochs)
     print(f"total wall time of this invocation {time.time() - started:.0f} s (finished runs are reused)")
     return 0
 
