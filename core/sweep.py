@@ -40,7 +40,8 @@ from typing import Callable, Iterator
 from core.errors import SalunError, check_fraction
 
 DEFAULT_THREADS_PER_RUN = 1
-RAY_INSTALL_HINT = 'the Ray backend needs Ray: pip install "salun-lab[ray]" (or pip install "ray[default]>=2.40")'
+RAY_INSTALL_HINT = ('the Ray backend needs Ray, an optional extra: pip install -e ".[ray]" in the project '
+                    '(or pip install "ray[default]>=2.40")')
 
 
 # --- the grid ------------------------------------------------------------------------------------
@@ -69,7 +70,7 @@ class Grid:
         from core.methods import get_method
         from core.saliency import DEFAULT_SPARSITY
 
-        default_checkpoint(self.dataset)  # an unknown dataset: one line naming the choices
+        check_model(self.dataset, self.checkpoint)  # before any worker starts: one line, not N failed runs
         for name, values in (("forget target", self.forgets), ("method", self.methods),
                              ("sparsity", self.sparsities), ("seed", self.seeds)):
             if not values:
@@ -99,6 +100,20 @@ class Grid:
                             seen.add(key)
                             configs.append(config)
         return configs
+
+
+def check_model(dataset: str, checkpoint: str | None) -> None:
+    """The dataset is known and the model to unlearn is there with its sidecar (as Experiment would
+    find it), without loading its weights."""
+    from core.checkpoint import read_meta
+    from core.classification.experiment import default_checkpoint
+    from core.errors import CheckpointError
+
+    path = default_checkpoint(dataset) if checkpoint is None else checkpoint
+    if checkpoint is None and not path.is_file():
+        raise CheckpointError(f"no trained model for {dataset!r} at {str(path)!r}; train one with "
+                              f"`python -m core.cli train --dataset {dataset} --save {path}` or pass --checkpoint")
+    read_meta(path)
 
 
 def _declared(spec, settings: dict) -> dict:

@@ -71,6 +71,7 @@ def test_grid_expands_classes_targets_lists_and_runs_maskless_methods_once(digit
     (["--forget", "class"], "class:K"),
     (["--epochs", "0"], "epochs"),
     (["--address", "auto"], "--address is for --backend ray"),
+    (["--checkpoint", "/nonexistent/model.safetensors"], "does not exist"),
 ])
 def test_bad_grid_is_one_clear_line_and_exit_2(digits_checkpoint, capsys, flags, says):
     code = main(["sweep", "--dataset", "digits", "--checkpoint", str(digits_checkpoint), "--no-store", "--quiet", *flags])
@@ -92,7 +93,7 @@ def test_ray_backend_without_ray_says_how_to_install(digits_checkpoint, capsys, 
     code = main(["sweep", "--dataset", "digits", "--checkpoint", str(digits_checkpoint), "--backend", "ray", "--no-store"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
-    assert 'pip install "salun-lab[ray]"' in err
+    assert 'pip install -e ".[ray]"' in err and 'pip install "ray[default]>=2.40"' in err
 
 
 # --- running it ------------------------------------------------------------------------------------
