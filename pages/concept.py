@@ -50,7 +50,7 @@ def plan_line(plan: dict) -> str:
             f"≈{plan['estimated_memory_gb']:g} GB for the unlearning phase (estimate, not measured).")
 
 
-st.title("Concept forgetting (Stable Diffusion)")
+st.title("Stable Diffusion: forget a concept")
 st.caption("SalUn on a text-to-image model: the forget prompt is mapped to a pseudo prompt, only the UNet "
            "weights most salient for the forget prompt move, and retain prompts keep their ordinary loss.")
 

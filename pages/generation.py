@@ -67,7 +67,7 @@ def show_grid(images, per_class: int, forget_class: int | None, class_names: lis
     st.image(grid_image(images, per_class, forget_class), caption=caption, width="stretch")
 
 
-st.title("Generation: forget a class")
+st.title("Diffusion: forget a class")
 st.caption("A class-conditional diffusion model (DDPM, classifier-free guidance) learns to stop drawing one "
            "class (a digit, or a piece of clothing) while it keeps drawing the others. SalUn changes only the weights most salient for the "
            "forgotten class and teaches the model to draw another class when asked for it.")

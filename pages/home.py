@@ -39,7 +39,7 @@ def main() -> None:
 
     st.subheader("2 · Forget it")
     st.caption("Runs SalUn with its default settings on the shipped model (5,000 MNIST digits, small CNN). "
-               "A few seconds on a laptop CPU.")
+               "About 10 seconds on a laptop CPU; longer while the machine is busy.")
     if st.button(f"Forget digit {class_names[chosen]} with SalUn", type="primary", key="home_run",
                  icon=":material/auto_fix_high:"):
         try:

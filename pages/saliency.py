@@ -41,7 +41,9 @@ def retain_gradients(dataset: str, forget: str, checkpoint: str | None, data_roo
 
 def main() -> None:
     ui.ensure_navigation(__file__)
-    from core.classification.plots import gradient_heatmap, iou_matrix_figure, layer_overlap_figure, salient_fraction_figure
+    from core.classification.analysis import chance_iou, overlap_across_sparsity
+    from core.classification.plots import (gradient_heatmap, iou_matrix_figure, layer_overlap_figure,
+                                           overlap_sparsity_figure, salient_fraction_figure)
 
     st.title("Saliency explorer")
     st.caption("SalUn ranks every weight by how strongly the forget set's loss pulls on it (|gradient|) and lets "
@@ -73,8 +75,10 @@ def main() -> None:
         st.plotly_chart(gradient_heatmap(name, grads[name], mask[name], view=view), key=f"sal_heat_{name}")
 
     st.header("Overlap")
-    st.caption("Intersection over union of two masks: 1 = the same weights, 0 = none in ui. "
-               "Each mask uses the sparsity above.")
+    chance = chance_iou(sparsity)
+    st.caption("Intersection over union of two masks: 1 = the same weights, 0 = none in common. "
+               f"Each mask uses the sparsity above; two random masks of that share would overlap by "
+               f"s / (2 − s) = {chance:.2f}, so only values well above {chance:.2f} mean the masks pick the same weights.")
     exp_for_classes = exp
     class_names = exp.dataset.class_names
     try:
@@ -92,15 +96,26 @@ def main() -> None:
                         key="sal_class_b", format_func=lambda c: str(class_names[c]))
     total_ab, per_layer_ab = mask_iou(saliency_mask(all_grads[a], sparsity), saliency_mask(all_grads[b], sparsity))
 
-    retain_mask = saliency_mask(retain_gradients(target.dataset, target.forget, target.checkpoint, target.data_root, target.seed, exp), sparsity)
+    retain_grads = retain_gradients(target.dataset, target.forget, target.checkpoint, target.data_root, target.seed, exp)
+    retain_mask = saliency_mask(retain_grads, sparsity)
     total_fr, per_layer_fr = mask_iou(mask, retain_mask)
     c1, c2 = st.columns(2)
-    c1.metric(f"IoU of classes {class_names[a]} and {class_names[b]}", f"{total_ab:.3f}")
+    c1.metric(f"IoU of classes {class_names[a]} and {class_names[b]}", f"{total_ab:.3f}",
+              delta=f"{total_ab - chance:+.3f} vs random masks ({chance:.2f})", delta_color="off")
     c2.metric("IoU of the forget-set mask and the retain-set mask", f"{total_fr:.3f}",
+              delta=f"{total_fr - chance:+.3f} vs random masks ({chance:.2f})", delta_color="off",
               help="The retain-set mask ranks weights by the gradient of the cross-entropy on the kept data. "
                    "A low overlap means SalUn can forget without touching what the kept data relies on most.")
     st.plotly_chart(layer_overlap_figure({f"classes {class_names[a]} & {class_names[b]}": per_layer_ab,
-                                          "forget set & retain set": per_layer_fr}), key="sal_overlap_layers")
+                                          "forget set & retain set": per_layer_fr}, sparsity), key="sal_overlap_layers")
+    shares = [s / 100 for s in range(5, 101, 5)]
+    col_ab, col_fr = st.columns(2)
+    col_ab.plotly_chart(overlap_sparsity_figure(overlap_across_sparsity(all_grads[a], all_grads[b], shares),
+                                                f"classes {class_names[a]} & {class_names[b]}"), key="sal_overlap_sparsity_ab")
+    col_fr.plotly_chart(overlap_sparsity_figure(overlap_across_sparsity(grads, retain_grads, shares),
+                                                "forget set & retain set"), key="sal_overlap_sparsity_fr")
+    st.caption("Overlap across sparsity: at 100% both masks hold every weight (IoU 1), so the distance above the "
+               "dotted chance curve is what says two masks agree.")
 
 
 main()

@@ -94,7 +94,8 @@ def main() -> None:
         exp = target.experiment()
         with st.container(border=True):
             c1, c2 = st.columns([3, 1])
-            sparsities = c1.multiselect("Sparsities", SPARSITIES, default=[0.1, 0.3, 0.5, 0.7], key="sw_sparsities",
+            sparsities = c1.multiselect("Sparsities", SPARSITIES, key="sw_sparsities",
+                                        default=None if "sw_sparsities" in st.session_state else [0.1, 0.3, 0.5, 0.7],
                                         format_func=lambda s: f"{s * 100:.0f}%")
             n_seeds = int(c2.number_input("Seeds per sparsity", 1, 10, 2, key="sw_seeds",
                                           help=f"Seeds {target.seed}, {target.seed + 1}, …"))

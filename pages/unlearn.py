@@ -15,9 +15,11 @@ import pandas as pd
 import streamlit as st
 
 from core.errors import SalunError
-from core.classification.metrics import METRIC_DEFINITIONS, METRIC_LABELS, avg_gap, confusion_matrix, per_class_accuracy
+from core.classification.metrics import (METRIC_DEFINITIONS, METRIC_LABELS, avg_gap, avg_gap_std, confusion_matrix,
+                                         per_class_accuracy)
 from core.saliency import DEFAULT_SPARSITY
 from pages import ui
+from pages.ui import views
 
 METHODS = ui.methods("classification")  # the built-in methods and those of $SALUN_PLUGINS
 
@@ -59,16 +61,29 @@ def _export_files(run_key: str, _result) -> dict[str, bytes]:
 
 def metrics_table(columns: dict[str, dict], retrain: dict | None) -> pd.DataFrame:
     rows = []
-    for key in SHOWN_METRICS + (("avg_gap",) if retrain else ()):
+    keys = SHOWN_METRICS[:4] + ("mia_efficacy_std",) + SHOWN_METRICS[4:]
+    for key in keys + (("avg_gap", "avg_gap_std", "js_to_retrain") if retrain else ()):
         row = {"Metric": METRIC_LABELS[key]}
         for label, metrics in columns.items():
-            if key == "avg_gap":
-                row[label] = None if label.startswith("Before") else avg_gap(metrics, retrain)
+            if key in ("avg_gap", "avg_gap_std"):
+                gap = avg_gap if key == "avg_gap" else avg_gap_std
+                row[label] = None if label.startswith("Before") else gap(metrics, retrain)
             else:
                 row[label] = metrics.get(key)
         row["What it means"] = METRIC_DEFINITIONS[key]
-        rows.append(row)
+        if any(row[label] is not None for label in columns):
+            rows.append(row)
     return pd.DataFrame(rows)
+
+
+def forget_phrase(exp) -> str:
+    """What was forgotten, in words: "class 4", "a random 10% of the training images"."""
+    target = exp.split.target
+    if target.kind == "class":
+        return f"class {exp.dataset.class_names[int(target.value)]}"
+    if target.kind == "random":
+        return f"a random {float(target.value) * 100:g}% of the training images"
+    return "the training images listed in the index file"
 
 
 def show_comparison(exp, results: list[tuple[str, object]], seed: int) -> None:
@@ -84,23 +99,33 @@ def show_comparison(exp, results: list[tuple[str, object]], seed: int) -> None:
     main_label, main = next(((l, r) for l, r in results if r.method != "retrain"), results[0])
 
     st.subheader("Before / after")
-    st.caption(f"Forgetting {exp.split.target} — {len(exp.split.forget_idx):,} training images forgotten, "
-               f"{len(exp.split.retain_idx):,} kept. Hover a ⓘ for the metric's definition.")
+    st.caption(f"Forgetting {forget_phrase(exp)}: {len(exp.split.forget_idx):,} training images forgotten, "
+               f"{len(exp.split.retain_idx):,} kept. Hover the :material/help: beside a metric for its definition.")
     tiles = st.columns(5)
     keys = ["ua", "ra", "ta", "mia_efficacy"] + (["forget_test_accuracy"] if exp.split.classwise else [])
     for tile, key in zip(tiles, keys):
-        tile.metric(f"{METRIC_LABELS[key]} · {main_label}", f"{main.metrics[key]:.1f}",
+        spread = main.metrics.get(f"{key}_std")  # MIA-Efficacy: std over the attacker's member samples
+        tile.metric(f"{METRIC_LABELS[key]} · {main_label}",
+                    f"{main.metrics[key]:.1f}" + (f" ± {spread:.1f}" if spread is not None else ""),
                     delta=f"{main.metrics[key] - before[key]:+.1f} vs before", delta_color="off",
                     help=METRIC_DEFINITIONS[key])
     if retrain is not None and main is not retrain:
-        st.metric(f"Avg. Gap to Retrain · {main_label}", f"{avg_gap(main.metrics, retrain.metrics):.2f}",
+        st.metric(f"Avg. Gap to Retrain · {main_label}",
+                  f"{avg_gap(main.metrics, retrain.metrics):.2f} ± {avg_gap_std(main.metrics, retrain.metrics):.2f}",
                   help=METRIC_DEFINITIONS["avg_gap"])
     table = metrics_table(columns, retrain.metrics if retrain else None)
-    st.dataframe(table, hide_index=True, key="compare_table",
-                 column_config={label: st.column_config.NumberColumn(format="%.2f") for label in columns})
+    st.dataframe(table, hide_index=True, key="compare_table", placeholder="—",
+                 column_config={"Metric": st.column_config.TextColumn(width="medium", pinned=True),
+                                "What it means": st.column_config.TextColumn(width="large"),
+                                **{label: st.column_config.NumberColumn(format="%.2f", width="small") for label in columns}})
 
-    tab_metrics, tab_class, tab_confusion, tab_attr, tab_mia, tab_export = st.tabs(
-        ["Metrics", "Per class", "Confusion matrices", "Attributions", "Membership inference", "Export"])
+    # keyed: the open tab survives reruns (a download no longer sends the page back to Metrics), and
+    # the looking-inside views compute only while their tab is open
+    (tab_metrics, tab_class, tab_confusion, tab_attr, tab_mia, tab_audit, tab_labels, tab_emb, tab_cka, tab_weights,
+     tab_replay, tab_export) = st.tabs(
+        ["Metrics", "Per class", "Confusion matrices", "Attributions", "Membership inference", "Audit",
+         "Where the forgotten go", "Embedding", "Layer similarity", "Weight change", "Replay", "Export"],
+        key="un_tabs", on_change="rerun")
     test_x, test_y = exp.dataset.test_x, exp.dataset.test_y
     models = {"Before": exp.original, **{label: r.model for label, r in results}}
     with tab_metrics:
@@ -133,6 +158,15 @@ def show_comparison(exp, results: list[tuple[str, object]], seed: int) -> None:
         st.plotly_chart(membership_figure(panels), key="mia_fig")
         st.caption(METRIC_DEFINITIONS["mia_efficacy"] + " The attacker is fitted anew for each model on retain "
                    "(members) and test (non-members) confidences; the shaded range is where it says 'member'.")
+    for tab, view in ((tab_audit, lambda: views.audit_view(exp, results, seed)),
+                      (tab_labels, lambda: views.forget_labels_view(exp, results)),
+                      (tab_emb, lambda: views.embedding_view(exp, results, seed)),
+                      (tab_cka, lambda: views.layer_similarity_view(exp, results, seed)),
+                      (tab_weights, lambda: views.weight_change_view(exp, results)),
+                      (tab_replay, lambda: views.replay_view(exp, results))):
+        if tab.open:
+            with tab:
+                view()
     with tab_export:
         export_section(results)
 
@@ -158,7 +192,8 @@ def export_section(results) -> None:
                  ("config.json", "Run config (JSON)", "application/json")]
     for col, (name, label, mime) in zip(cols, downloads):
         if name in files:
-            col.download_button(label, files[name], file_name=f"{stem}_{name}", mime=mime, key=f"dl_{name}")
+            col.download_button(label, files[name], file_name=f"{stem}_{name}", mime=mime, key=f"dl_{name}",
+                                on_click="ignore")  # no rerun: the page stays as it is
         else:
             col.caption(f"{label}: none — {result.method} uses no mask")
     try:
@@ -191,7 +226,7 @@ def show_scaling_benchmark() -> None:
 
 def main() -> None:
     ui.ensure_navigation(__file__)
-    st.title("Unlearn")
+    st.title("Unlearn & compare")
     st.caption("Choose what to forget and how, run it, and compare the model before and after with Retrain — "
                "the model trained from scratch without the forgotten data, which unlearning tries to match.")
     ui.links.restore_batch("un", method_label)  # a reload or a shared link: the runs its address names
@@ -202,7 +237,9 @@ def main() -> None:
         with st.container(border=True):
             st.markdown("**Methods**")
             methods = st.multiselect(
-                "Methods to run", list(METHODS), default=["salun", "retrain"], key="un_methods",
+                "Methods to run", list(METHODS), key="un_methods",
+                # a kept or linked choice is already in Session State: a default as well makes Streamlit warn
+                default=None if "un_methods" in st.session_state else ["salun", "retrain"],
                 format_func=method_label, help="; ".join(f"{m.label}: {m.summary}" for m in METHODS.values()))
             col_sparsity, col_masked = st.columns([3, 2])
             sparsity = col_sparsity.slider(

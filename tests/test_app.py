@@ -47,7 +47,7 @@ def choose_digits(at: AppTest, checkpoint: Path, forget_class: int = 2) -> AppTe
 def tile(at: AppTest, label_start: str) -> float:
     for metric in at.metric:
         if metric.label.startswith(label_start):
-            return float(metric.value.rstrip("%"))
+            return float(metric.value.split(" ± ")[0].rstrip("%"))  # MIA-Efficacy shows "mean ± std"
     raise AssertionError(f"no metric labelled {label_start!r}; shown: {[m.label for m in at.metric]}")
 
 

@@ -132,7 +132,7 @@ def target_picker() -> Target | None:
         dataset = col_dataset.selectbox("Dataset and model", names, index=names.index(DEFAULT_DATASET),
                                         key="pick_dataset", format_func=describe_dataset)
         kind = col_kind.radio("Forget", list(KINDS), key="pick_kind", format_func=KINDS.get, horizontal=True)
-        seed = int(col_seed.number_input("Seed", min_value=0, max_value=10_000, value=0, step=1, key="pick_seed",
+        seed = int(col_seed.number_input("Seed", min_value=0, max_value=10_000, step=1, key="pick_seed",
                                          help="Seeds the run (random labels, batch order) and draws a random share."))
         info = DATASETS[dataset]
         own_model = st.session_state.get("pick_model_file") is not None  # keep the upload in sight
