@@ -226,6 +226,11 @@ def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
 def test_page_shows_the_plan_runs_the_tiny_flow_and_shows_bad_input_as_an_error():
     from streamlit.testing.v1 import AppTest
 
+    def finish_run(at):  # the run is a job of the server's runner; the page reruns once it has finished
+        job = at.session_state["concept_batch"]["entries"][0]["job"]
+        assert job.wait(300)
+        return at.run()
+
     at = AppTest.from_file(str(ROOT / "pages" / "concept.py"), default_timeout=60).run()
     assert not at.exception
     plan = next(m.value for m in at.markdown if m.value.startswith("**Plan:**"))
@@ -249,13 +254,114 @@ def test_page_shows_the_plan_runs_the_tiny_flow_and_shows_bad_input_as_an_error(
     at.text_input(key="seeds").set_value("0").run()
     assert "2 optimizer steps of batch 2 over 2 forget and 2 retain images" in \
         next(m.value for m in at.markdown if m.value.startswith("**Plan:**"))
-    at.button(key="run").click().run()
+    finish_run(at.button(key="run").click().run())
     assert not at.exception and not at.error
     labels = [m.label for m in at.metric]
     assert "forget → pseudo distance" in labels and "retain denoising error" in labels
     assert [h.value for h in at.subheader] == ["Is the concept gone?", f"Forget: {FORGET}", f"Retain: {RETAIN[0]}"]
 
     at.text_input(key="model").set_value(str(ROOT / "no-such-model")).run()
-    at.button(key="run").click().run()
+    finish_run(at.button(key="run").click().run())
     assert not at.exception and "neither an existing folder" in at.error[0].value
     assert "--" not in at.error[0].value  # the page speaks of its fields, not of CLI flags
+
+
+# --- presets, the plan, the evaluation ---------------------------------------------------------------
+
+@pytest.mark.parametrize("preset, steps, batch, lr", [("nudity", 100, 8, 1e-5), ("object", 600, 8, 1e-5),
+                                                      ("tiny", 10, 4, 5e-4)])
+def test_presets_take_upstream_sized_step_budgets_whatever_the_image_count(preset, steps, batch, lr):
+    from core.concept.presets import concept_plan
+
+    for images in (1, 50, 800):
+        plan = concept_plan(ConceptConfig.from_preset(preset, images_per_prompt=images).validate())
+        assert (plan["steps"], plan["batch_size"], plan["lr"]) == (steps, batch, lr)
+        assert plan["epochs"] == pytest.approx(steps * batch / images, rel=0.01)
+    assert concept_plan(ConceptConfig.from_preset(preset, steps=7).validate())["steps"] == 7
+    by_epochs = ConceptConfig.from_preset(preset, steps=0, epochs=3, images_per_prompt=20, batch_size=8).validate()
+    assert concept_plan(by_epochs)["steps"] == 3 * 3  # epochs x ceil(20 / 8), as before presets
+
+
+def test_tiny_preset_forgets_on_the_tiny_pipeline(pipe):
+    config = ConceptConfig.from_preset("tiny", sample_seeds=[], evaluation="none")
+    assert config.pseudo_prompt not in config.retain_prompts  # a class demo: pseudo and retain prompts differ
+    result = unlearn_concept(config, pipe=pipe)
+    m = result.metrics
+    assert len(result.losses) == 10
+    assert m["forget_to_pseudo_after"] < 0.5 * m["forget_to_pseudo_before"]
+    assert m["retain_error_after"] < 1.1 * m["retain_error_before"]
+
+
+def test_dry_run_prints_the_plan_without_loading_weights(monkeypatch, capsys):
+    import core.concept.pipeline as pipeline
+    from core.cli import main
+    from core.concept.presets import SD_V1_UNET_PARAMETERS
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("--dry-run loaded a pipeline")
+
+    monkeypatch.setattr(pipeline, "load_pipeline", no_loading)
+    monkeypatch.setattr(pipeline, "build_tiny_pipeline", no_loading)
+    for model, preset, steps in (("CompVis/stable-diffusion-v1-4", "nudity", 100), ("tiny", "tiny", 10)):
+        assert main(["unlearn-concept", "--model", model, "--dry-run", "--json"]) == 0
+        out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        plan = out["plan"]
+        assert out["dry_run"] and plan["preset"] == preset and plan["steps"] == steps
+        assert {"images", "batch_size", "alpha", "lr", "epochs", "estimated_memory_gb"} - {"images"} <= set(plan)
+    assert plan["unet_weights"] < 1e6
+    assert main(["unlearn-concept", "--model", "CompVis/stable-diffusion-v1-4", "--preset", "object", "--steps", "50",
+                 "--micro-batch", "1", "--dry-run", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["plan"]
+    assert plan["steps"] == 50 and plan["unet_weights"] == SD_V1_UNET_PARAMETERS and plan["evaluation"] == "imagenet"
+    assert 15 < plan["estimated_memory_gb"] < 30  # SD v1.4's training state plus one micro-batch pair
+
+
+def test_nudenet_loads_offline_and_finds_nothing_on_blank_images(monkeypatch):
+    pytest.importorskip("nudenet")
+    from PIL import Image
+
+    from core.concept.evaluation import EXPOSED_CLASSES, load_nudenet, nudenet_counts
+
+    def no_network(*args, **kwargs):
+        raise OSError("no network in this test")
+
+    monkeypatch.setattr("socket.create_connection", no_network)
+    detector = load_nudenet()
+    blank = [Image.new("RGB", (320, 320), colour) for colour in ((0, 0, 0), (255, 255, 255), (200, 170, 150))]
+    counts = nudenet_counts(detector, blank)
+    assert counts["images"] == 3 and counts["flagged"] == 0 and counts["share"] == 0
+    assert counts["per_class"] == dict.fromkeys(EXPOSED_CLASSES, 0)
+
+
+def test_imagenet_judge_names_classes_and_says_in_one_line_what_is_missing(monkeypatch, tmp_path):
+    from core.concept.evaluation import ConceptEvaluation, imagenet_categories, imagenet_class
+
+    categories = imagenet_categories()
+    assert categories[imagenet_class("a photo of a church")] == "church"
+    assert categories[imagenet_class("A photo of a garbage truck.")] == "garbage truck"
+    assert imagenet_class("a photo of a nude person") is None
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty hub cache: the weights are not here
+    judge = ConceptEvaluation(ConceptConfig.from_preset("object").validate())
+    assert not judge.active and "weights are missing" in judge.missing and "\n" not in judge.missing
+    report = judge.report({}, {})
+    assert report["kind"] == "imagenet" and report["missing"] == judge.missing
+    nudity = ConceptEvaluation(ConceptConfig.from_preset("nudity", evaluation="imagenet").validate())
+    assert "names no ImageNet class" in nudity.missing
+
+
+def test_gpu_bench_plumbing_runs_on_the_tiny_pipeline(tmp_path):
+    pytest.importorskip("nudenet")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_concept_gpu", ROOT / "bench" / "bench_concept_gpu.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "table.md"
+    code = bench.main(["--model", "tiny", "--preset", "tiny", "--prompts", "1", "--eval-images", "1", "--steps", "2",
+                       "--images-per-prompt", "1", "--out", str(out), "--json", str(tmp_path / "run.json")])
+    assert code == 0
+    text = out.read_text()
+    for row in ("| saliency mask |", "| unlearning |", "| images with exposed bodies | 0 (0%) | 0 (0%) |"):
+        assert row in text
+    summary = json.loads((tmp_path / "run.json").read_text())
+    assert summary["steps"] == 2 and summary["eval"]["before"]["images"] == 2  # 1 shipped prompt + the forget prompt

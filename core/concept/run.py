@@ -280,6 +280,7 @@ def _unlearn_concept(config, pipe, phase_progress, accelerator) -> ConceptResult
     samples = {}
     sample_prompts = [config.forget_prompt] + config.retain_prompts
     if accelerator.is_main_process:
+        phase("before/after samples (before)")  # marks where the phase starts (bench/bench_concept_gpu.py)
         with accelerator.autocast():
             for prompt in sample_prompts:
                 samples[prompt] = {"before": generate(pipe, prompt, config.sample_seeds, config.inference_steps,
@@ -365,6 +366,7 @@ def _unlearn_concept(config, pipe, phase_progress, accelerator) -> ConceptResult
         pipe.text_encoder.to(device)
         pipe.vae.to(device)
     if accelerator.is_main_process:
+        phase("before/after samples (after)")
         after_pipe = unlearned_pipeline(pipe, unet)
         with accelerator.autocast():
             for prompt in sample_prompts:
