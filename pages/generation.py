@@ -46,9 +46,64 @@ def generator_choices() -> dict[str, tuple[str, str]]:
 
 
 def forget_previous_choices() -> None:
-    """Another generator: the last result, the chosen class and the guidance belong to the old one."""
-    for key in ("gen_result", "gen_forget", "gen_guidance"):
+    """Another generator: the last result and the guidance belong to the old one."""
+    for key in ("gen_shown", "gen_guidance"):
         st.session_state.pop(key, None)
+
+
+def restore_choices(config) -> None:
+    """A reload or a shared link names a run (?run=, ?job=): open with the choices that made it."""
+    st.session_state.setdefault("pick_class", config.forget_class())
+    st.session_state.setdefault("gen_method", config.method)
+    for name, (generator, _) in generator_choices().items():
+        if generator == config.generator:
+            st.session_state.setdefault("gen_dataset", name)
+
+
+def generation_work(config: GenerationRunConfig, models, dataset, live: dict):
+    """The job: the original's images and metrics, the unlearning (with a live preview every few
+    steps), the unlearned model's images and metrics; the result is kept in the run store."""
+    generator, gen_meta, classifier, _ = models
+    forget_class = config.forget_class()
+    preview_labels = list(range(len(dataset.class_names)))
+    every = max(1, int(config.steps) // 6)
+
+    def watch(model, done, total, loss):
+        if done % every == 0 or done == total:
+            images = generate(model, preview_labels, guidance=config.guidance, steps=min(10, config.sample_steps),
+                              seed=config.seed)
+            live["preview"] = (grid_image(images, len(preview_labels), None, scale=3), done)
+
+    def work(progress):
+        live["phase"] = "generating with the original model"
+        before = generation_metrics(generator, classifier, forget_class, dataset.test_x, dataset.test_y,
+                                    per_class=config.per_class, guidance=config.guidance, steps=config.sample_steps,
+                                    seed=config.seed)
+        live["phase"] = "computing the saliency mask, then unlearning"
+        run = unlearn_generator(generator, generation_split(dataset, forget_class), config.method,
+                                sparsity=config.sparsity, seed=config.seed, masked=config.masked,
+                                mask_guidance=config.guidance, progress=progress, watch=watch, dataset=dataset.name,
+                                steps=config.steps, lr=config.lr, alpha=config.alpha, **config.options)
+        live["phase"] = "generating with the unlearned model"
+        after = generation_metrics(run.model, classifier, forget_class, dataset.test_x, dataset.test_y,
+                                   per_class=config.per_class, guidance=config.guidance, steps=config.sample_steps,
+                                   seed=config.seed)
+        result = GenerationRunResult(config, before, after, run, {"generator": gen_meta})
+        ui.result_store().put(result)  # kept, and addressable, even if the visitor has left
+        return result
+
+    return work
+
+
+def show_live(jobs) -> None:
+    """Inside the progress box: the job's phase and its latest preview."""
+    live = jobs[0].info.get("live", {})
+    if "phase" in live:
+        st.caption(live["phase"])
+    if "preview" in live:
+        image, done = live["preview"]
+        st.image(image, caption=f"live preview after step {done}: one image per class, {class_names[0]} → "
+                                f"{class_names[-1]}", width="stretch")
 
 
 @st.cache_resource(show_spinner="Loading the generator and the classifier…")
@@ -68,6 +123,7 @@ def show_grid(images, per_class: int, forget_class: int | None, class_names: lis
 
 
 st.title("Diffusion: forget a class")
+ui.links.restore_batch("gen", lambda method: registered_methods("generation")[method].label, restore=restore_choices)
 st.caption("A class-conditional diffusion model (DDPM, classifier-free guidance) learns to stop drawing one "
            "class (a digit, or a piece of clothing) while it keeps drawing the others. SalUn changes only the weights most salient for the "
            "forgotten class and teaches the model to draw another class when asked for it.")
@@ -97,7 +153,9 @@ methods = list(GENERATION_METHODS)
 
 with st.container(border=True):
     col1, col2, col3, col4 = st.columns(4)
-    forget_name = col1.selectbox("Class to forget", class_names, index=min(3, len(class_names) - 1), key="gen_forget")
+    st.session_state.setdefault("pick_class", min(3, len(class_names) - 1))  # the class every page opens with
+    forget_class = col1.selectbox("Class to forget", range(len(class_names)), key="pick_class",
+                                  format_func=lambda c: str(class_names[c]))
     method = col2.selectbox("Method", methods, format_func=lambda m: GENERATION_METHODS[m].label, key="gen_method",
                             help="; ".join(f"{m.label}: {m.summary}" for m in GENERATION_METHODS.values()))
     # every setting's widget, range and help come from the method's declaration in core.methods
@@ -127,48 +185,31 @@ with st.container(border=True):
                 options[spec.name] = value
     run_clicked = st.button("Forget", type="primary", key="gen_run")
 
-forget_class = class_names.index(forget_name)
-
 if run_clicked:
     try:
         config = GenerationRunConfig(forget=f"class:{forget_class}", method=method, seed=SEED, sparsity=sparsity,
                                      masked=bool(masked), steps=int(steps), lr=lr, alpha=alpha, options=options, guidance=guidance,
                                      sample_steps=sample_steps, per_class=per_class,
                                      generator=GENERATOR_PATH, classifier=CLASSIFIER_PATH).validate()
-        before_grid = cached_original_grid(GENERATOR_PATH, CLASSIFIER_PATH, per_class, float(guidance),
-                                           sample_steps, SEED)
-        before = generation_metrics(generator, classifier, forget_class, dataset.test_x, dataset.test_y,
-                                    per_class=per_class, guidance=guidance, steps=sample_steps, seed=SEED,
-                                    images=before_grid)
-        with st.status(f"Forgetting class {forget_name} with {GENERATION_METHODS[method].label}…",
-                       expanded=True) as status:
-            bar = st.progress(0.0, text="computing the saliency mask")
-            preview = st.empty()
-            preview_labels = list(range(len(class_names)))
-            every = max(1, int(steps) // 6)
-
-            def progress(done, total, loss):
-                bar.progress(done / total, text=f"step {done}/{total} · loss {loss:.4f}")
-
-            def watch(model, done, total, loss):
-                if done % every == 0 or done == total:
-                    images = generate(model, preview_labels, guidance=guidance, steps=min(10, sample_steps), seed=SEED)
-                    preview.image(grid_image(images, len(preview_labels), None, scale=3),
-                                  caption=f"live preview after step {done}: one image per class, 0 → "
-                                          f"{len(class_names) - 1}", width="stretch")
-
-            run = unlearn_generator(generator, generation_split(dataset, forget_class), method, sparsity=sparsity,
-                                    seed=SEED, masked=bool(masked), mask_guidance=guidance, progress=progress, watch=watch,
-                                    dataset=dataset.name, steps=int(steps), lr=lr, alpha=alpha, **options)
-            bar.progress(1.0, text="generating with the unlearned model")
-            after = generation_metrics(run.model, classifier, forget_class, dataset.test_x, dataset.test_y,
-                                       per_class=per_class, guidance=guidance, steps=sample_steps, seed=SEED)
-            status.update(label=f"Done in {run.rte_seconds:.0f} s", state="complete", expanded=False)
-        st.session_state["gen_result"] = GenerationRunResult(config, before, after, run, {"generator": gen_meta})
+        store = ui.result_store()
+        stored = store.get(config, on_damaged=lambda reason="": st.warning(
+            f"The stored result of this run failed its integrity check ({reason}); it is being computed again."))
+        label = f"Forgetting {class_names[forget_class]} with {GENERATION_METHODS[method].label}"
+        job = None
+        if stored is None:
+            ui.check_queue(1)
+            live = {}
+            work = generation_work(config, (generator, gen_meta, classifier, clf_meta), dataset, live)
+            job = store.job_for(config, lambda: ui.job_runner().submit(work, label=label,
+                                                                        info={"config": config, "live": live}))
+        entries = [{"label": label, "config": config, "job": job}]
+        ui.cancel_entries(st.session_state.get("gen_batch"), keep=entries)
+        st.session_state["gen_batch"] = {"target": None, "seed": SEED, "entries": entries}
     except SalunError as exc:
         st.error(ui.public(exc))
 
-result: GenerationRunResult | None = st.session_state.get("gen_result")
+shown = ui.links.follow_batch("gen", "Forgetting", live=show_live)  # the job runs on if the visitor leaves
+result: GenerationRunResult | None = shown["results"][0][1] if shown else None
 
 if result is None:
     try:
@@ -180,8 +221,9 @@ if result is None:
     st.subheader("What the original model generates")
     show_grid(images, PER_CLASS, None, class_names,
               f"one row per class, {class_names[0]} at the top · guidance {GUIDANCE:g} · seed {SEED}")
-    st.info("Choose a class and press **Forget**. The before/after grids use the same seeds, so each image "
-            "after unlearning has its twin before it.")
+    if "gen_batch" not in st.session_state:
+        st.info("Choose a class and press **Forget**. The before/after grids use the same seeds, so each image "
+                "after unlearning has its twin before it.")
     st.stop()
 
 cfg = result.config
@@ -201,15 +243,21 @@ with right:
 st.subheader("Metrics")
 rows = []
 for key in ("ua", "retained_accuracy", "frechet_retained"):
-    rows.append({"metric": GENERATION_METRIC_LABELS[key], "before": round(result.before[key], 2),
-                 "after": round(result.after[key], 2), "definition": GENERATION_METRIC_DEFINITIONS[key]})
+    rows.append({"metric": GENERATION_METRIC_LABELS[key],
+                 **{when: None if m[key] is None else round(m[key], 2)  # None: too few images for a Fréchet distance
+                    for when, m in (("before", result.before), ("after", result.after))},
+                 "definition": GENERATION_METRIC_DEFINITIONS[key]})
 rows.append({"metric": "RTE (s)", "before": None, "after": round(result.rte_seconds, 1),
              "definition": "Wall time of the unlearning run, saliency mask included."})
 st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 st.markdown(f"Metrics from {cfg.per_class} generated images per class, judged by the shipped classifier; "
             "**Fréchet distance (classifier features)** compares generated and real test images of the retained "
             "classes on the classifier's penultimate features — it is not Inception FID. The benchmark and the "
-            "CLI use 30 images per class.")
+            "CLI use 30 images per class; below "
+            f"{result.after.get('frechet_min_per_class', '?')} per class it is not computed (too few images for "
+            "its 64 features).")
+if "frechet_note" in result.after:
+    st.warning(f"Fréchet distance {result.after['frechet_note']}: raise the images per class to see it.")
 
 st.subheader("Per-class accuracy of generated images")
 st.plotly_chart(per_class_accuracy_figure({"Before": result.before["per_class_accuracy"],
@@ -219,8 +267,16 @@ st.plotly_chart(per_class_accuracy_figure({"Before": result.before["per_class_ac
 
 if result.unlearning.gradients is not None:
     st.subheader("Saliency mask, per layer")
-    st.caption("Gradient of the conditional noise-prediction error ||ε − εθ(x_t | forgotten class)||² on images "
-               "of the forgotten class at random timesteps; the mask keeps the top share of all weights.")
+    st.caption("Gradient of the guided noise-prediction error ||ε − εθ(x_t | forgotten class)||² summed over "
+               "whole passes through the forgotten class at random timesteps; the mask keeps the top share of all "
+               "weights.")
+    stability = getattr(result.unlearning, "mask_stability", None)
+    if stability:
+        st.metric("Mask stability (IoU of two half-draw masks)", f"{stability['half_iou']:.2f}",
+                  help=f"The mask comes from {stability['draws']:,} draws (image, timestep, noise). Masks built "
+                       f"from its two halves ({stability['half_draws']:,} draws each) overlap this much; the full "
+                       "mask is more stable than that (on the shipped generator two seeds' full masks overlap at "
+                       "IoU >= 0.9). 1.0 = the same weights whatever the draws.")
     stats = layer_statistics(result.unlearning.gradients, result.unlearning.mask)
     st.plotly_chart(layer_saliency_figure(stats), width="stretch")
     with st.expander("Per-layer table"):

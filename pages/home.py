@@ -45,9 +45,9 @@ def main() -> None:
         try:
             exp = target.experiment()
             config = ui.make_config(target, "salun", 0, 0.5, **ui.default_settings(exp, "salun"))
-            ui.cancel_entries(st.session_state.get("home_batch"))
-            st.session_state["home_batch"] = {"target": target, "seed": 0,
-                                              "entries": ui.submit_runs(exp, [config], ["SalUn"])}
+            entries = ui.submit_runs(exp, [config], ["SalUn"])
+            ui.cancel_entries(st.session_state.get("home_batch"), keep=entries)
+            st.session_state["home_batch"] = {"target": target, "seed": 0, "entries": entries}
         except SalunError as exc:
             st.error(ui.public(exc))
 

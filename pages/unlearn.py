@@ -262,9 +262,9 @@ def main() -> None:
                     if "epochs" in settings[method]:
                         ui.limits().check("epochs", settings[method]["epochs"])
                 configs = [ui.make_config(target, m, target.seed, sparsity, masked, **settings[m]) for m in methods]
-                ui.cancel_entries(st.session_state.get("un_batch"))
-                st.session_state["un_batch"] = {"target": target, "seed": target.seed,
-                                                "entries": ui.submit_runs(exp, configs, [method_label(m) for m in methods])}
+                entries = ui.submit_runs(exp, configs, [method_label(m) for m in methods])
+                ui.cancel_entries(st.session_state.get("un_batch"), keep=entries)
+                st.session_state["un_batch"] = {"target": target, "seed": target.seed, "entries": entries}
             except SalunError as exc:
                 st.error(ui.public(exc))
 

@@ -228,10 +228,13 @@ def test_page_forgets_a_class_and_shows_before_after(page_env):
 
     at = AppTest.from_file(PAGE, default_timeout=60).run()
     assert not at.exception
-    at.selectbox(key="gen_forget").select("7").run()
+    at.selectbox(key="pick_class").select(7).run()
     at.number_input(key="gen_steps").set_value(3).run()
     at.button(key="gen_run").click().run()
     assert not at.exception
+    job = at.session_state["gen_batch"]["entries"][0]["job"]  # the run is a job of the server's runner
+    assert job.wait(180) and job.status == "done", job.message
+    at.run()  # what the page's progress fragment does once the job has finished
     text = " ".join(m.value for m in at.markdown) + " ".join(str(df.value) for df in at.dataframe)
     assert "Fréchet distance (classifier features)" in text
     assert "UA (generation)" in text

@@ -10,10 +10,12 @@ from pages.ui.results import result_store
 from pages.ui.settings import run_config
 
 
-def cancel_entries(batch: dict | None) -> None:
-    """Stop the jobs of a batch the visitor has replaced with a new one."""
+def cancel_entries(batch: dict | None, keep: list[dict] = ()) -> None:
+    """Stop the jobs of a batch the visitor has replaced with a new one, except those the new one
+    shares (the same run asked for again while it runs)."""
+    kept = {id(e["job"]) for e in keep if e.get("job") is not None}
     for e in (batch or {}).get("entries", []):
-        if e.get("job") is not None and not e["job"].finished:
+        if e.get("job") is not None and not e["job"].finished and id(e["job"]) not in kept:
             e["job"].cancel()
 
 

@@ -86,14 +86,18 @@ def restore_picker(config) -> None:
 # "results": [(label, result)]}). Both are mirrored in the address.
 
 def target_of(config):
+    """The picker's Target a classifier run was made on (None for other kinds of run)."""
     from pages.ui.picker import Target
 
+    if not hasattr(config, "checkpoint"):
+        return None
     return Target(config.dataset, config.forget, config.checkpoint, config.data_root, int(config.seed))
 
 
-def restore_batch(name: str, label_of) -> None:
+def restore_batch(name: str, label_of, restore=restore_picker) -> None:
     """For a session that has neither a batch nor a shown result (a reload, a link opened fresh):
-    take them from the address, and set the picker to match. Call before the picker is drawn."""
+    take them from the address, and set the choices to match with `restore(config)` (default: the
+    shared picker). Call before the choices are drawn."""
     if f"{name}_batch" in st.session_state or f"{name}_shown" in st.session_state:
         return
     if "run" not in st.query_params and "job" not in st.query_params:
@@ -105,7 +109,7 @@ def restore_batch(name: str, label_of) -> None:
     configs = [r.config for r in results] + [j.info["config"] for j in jobs if "config" in j.info]
     if not configs:
         return
-    restore_picker(configs[0])
+    restore(configs[0])
     state = {"target": target_of(configs[0]), "seed": int(configs[0].seed)}
     if jobs:
         entries = [{"label": label_of(r.method), "config": r.config, "job": None, "cached": True} for r in results]
@@ -115,14 +119,14 @@ def restore_batch(name: str, label_of) -> None:
         st.session_state[f"{name}_shown"] = {**state, "results": [(label_of(r.method), r) for r in results]}
 
 
-def follow_batch(name: str, title: str):
+def follow_batch(name: str, title: str, live=None):
     """Follow the page's unfinished runs live; once all have finished, report any that failed and
     make the finished ones what the page shows. Keeps the address in step. Returns what to show."""
     from pages.ui.jobs import collect_results, follow_jobs, report_problems, unfinished
 
     batch = st.session_state.get(f"{name}_batch")
     if batch is not None and unfinished(batch["entries"]):
-        follow_jobs(batch["entries"], key=f"{name}_follow", title=title)
+        follow_jobs(batch["entries"], key=f"{name}_follow", title=title, live=live)
     elif batch is not None:
         results, problems = collect_results(batch["entries"])
         report_problems(problems)
