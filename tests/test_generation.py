@@ -238,7 +238,7 @@ def test_page_forgets_a_class_and_shows_before_after(page_env):
     text = " ".join(m.value for m in at.markdown) + " ".join(str(df.value) for df in at.dataframe)
     assert "Fréchet distance (classifier features)" in text
     assert "UA (generation)" in text
-    assert at.session_state["gen_result"].config.forget == "class:7"
+    assert at.session_state["gen_shown"]["results"][0][1].config.forget == "class:7"
 
 
 def test_page_shows_bad_input_as_error_not_traceback(page_env):
