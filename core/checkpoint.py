@@ -65,20 +65,22 @@ def _remove_created(created: list[Path]) -> None:
             break
 
 
-def check_writable(target: str | Path) -> None:
-    """Refuse, before a long run, a save target that cannot be written; leaves nothing behind."""
+def check_writable(target: str | Path, what: str = "") -> None:
+    """Refuse, before a long run, a save target that cannot be written; leaves nothing behind.
+    `what` names what would be saved ("the run") in the message."""
     target = Path(target)
+    lead = f"could not save {what + ' ' if what else ''}to {str(target)!r}"
     probe = target
     while not probe.exists() and probe.parent != probe:
         probe = probe.parent
     if probe == target and not target.is_dir():
-        raise SalunError(f"cannot save to {str(target)!r}: a file of that name exists and is not a folder")
+        raise SalunError(f"{lead}: a file of that name exists and is not a folder")
     if not probe.is_dir():
-        raise SalunError(f"cannot save to {str(target)!r}: {str(probe)!r} is not a folder")
+        raise SalunError(f"{lead}: {str(probe)!r} is a file, not a folder")
     try:
         os.rmdir(tempfile.mkdtemp(prefix=".salun-write-test-", dir=probe))
     except OSError as exc:
-        raise _save_error(target, exc) from None
+        raise SalunError(f"{lead}: {exc.strerror or exc}") from None
 
 
 @contextmanager

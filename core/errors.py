@@ -65,7 +65,7 @@ def check_fraction(name: str, value: float) -> float:
     """A share or sparsity must lie in (0, 1]."""
     number = float(check_number(name, value))
     if not 0.0 < number <= 1.0:
-        raise SalunError(f"{name} must be in (0, 1], got {value!r}")
+        raise SalunError(f"{name} must be in (0, 1], got {number!r}")
     return number
 
 

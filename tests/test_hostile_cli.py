@@ -48,7 +48,7 @@ NUMBERS = [
     [*CONCEPT, "--sparsity", "0"],
     # epochs, learning rate, alpha
     *[["unlearn", *DIGITS, "--epochs", v] for v in ("0", "-1", "99999999", "1.5", "abc")],
-    *[["unlearn", *DIGITS, "--lr", v] for v in ("0", "-1", "inf", "nan", "1e308")],
+    *[["unlearn", *DIGITS, "--lr", v] for v in ("0", "-1", "inf", "nan", "1e308", "1e7")],
     ["unlearn", *DIGITS, "--lr=-inf"],
     *[["unlearn", *DIGITS, "--alpha", v] for v in ("-1", "nan", "inf")],
     ["train", "--dataset", "digits", "--epochs", "0", "--save", "{out}/m.safetensors"],

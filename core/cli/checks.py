@@ -28,7 +28,7 @@ NUMBERS: dict[str, tuple] = {
     "steps": (0, _BIG, True, False),           # unlearn-gen / train-gen: optimizer steps; concept: 0 = by epochs
     "batch_size": (0, 65_536, True, True),
     "micro_batch": (0, 65_536, True, False),
-    "lr": (0, 100.0, False, True),
+    "lr": (0, 1e6, False, True),                # a fence only: a runaway rate is caught as divergence
     "alpha": (0, 1e6, False, False),
     "guidance": (0, 100.0, False, False),
     "mask_guidance": (0, 100.0, False, False),
@@ -107,7 +107,10 @@ def check_options(args: argparse.Namespace, limits=None) -> None:
 
         from core.checkpoint import check_writable
 
-        check_writable(Path(save) if command in SAVE_FOLDER else Path(save).parent)
+        if command in SAVE_FOLDER:
+            check_writable(Path(save), "the run")
+        else:
+            check_writable(Path(save).parent, "the model")
 
 
 def _check_limits(command: str | None, options: dict, limits) -> None:
