@@ -27,21 +27,6 @@ def cached_pipeline(model: str):
                          half_precision_frozen=torch.cuda.is_available())
 
 
-class PhaseBars:
-    """One progress bar per phase inside the status box; `phase(name)` is the core's progress factory."""
-
-    def __init__(self, box):
-        self.box, self.bars = box, {}
-
-    def phase(self, name):
-        def progress(done, total, loss):
-            if name not in self.bars:
-                self.bars[name] = self.box.progress(0.0, text=name)
-            text = f"{name}: {done}/{total}" + (f" · loss {loss:.4f}" if loss else "")
-            self.bars[name].progress(min(1.0, done / max(total, 1)), text=text)
-        return progress
-
-
 def plan_line(plan: dict) -> str:
     return (f"**Plan:** {plan['steps']} optimizer steps of batch {plan['batch_size']} over {plan['forget_images']} "
             f"forget and {plan['retain_images']} retain images (each forget image seen ≈{plan['epochs']:g}×), "
@@ -140,30 +125,73 @@ except ValueError as exc:  # SalunError, and seeds that are not whole numbers
 else:
     plan_error = None
 
+def concept_work(config: ConceptConfig, save_dir: str, live: dict):
+    """The job: unlearn (a progress count per phase), save if asked, record the run in the run store."""
+    from core import store
+
+    def work(progress):
+        def phase(name):
+            live["phase"] = name
+            return progress  # each phase is a count of its own: the time left restarts with it
+        result = unlearn_concept(config, pipe=cached_pipeline(config.model), phase_progress=phase)
+        saved = save_concept_result(result, save_dir) if save_dir.strip() else None
+        try:
+            store.log_run(result, source="app")  # sets result.run_id
+        except store.StoreError as exc:
+            live["store_warning"] = f"This run was not recorded in the run store: {ui.public(exc)}"
+        return result, saved
+
+    return work
+
+
+def show_phase(jobs) -> None:
+    phase = jobs[0].info.get("live", {}).get("phase")
+    if phase:
+        st.caption(f"phase: {phase}")
+
+
+# A reload or a shared link (?job=KEY) follows the run it names again; the run itself lives in the
+# server's job runner, so leaving the page does not stop it.
+if "concept_batch" not in st.session_state and "concept_result" not in st.session_state:
+    found, lost = ui.links.jobs_in_url()
+    for message in lost:
+        st.warning(message)
+    if found:
+        st.session_state["concept_batch"] = {"entries": [{"label": found[0].label, "job": found[0]}]}
+
 if st.button("Forget the concept", type="primary", key="run"):
     st.session_state.pop("concept_result", None)
     if config is None:
         st.error(plan_error)
     else:
-        with st.status("Unlearning…", expanded=True) as status:
-            try:
-                pipe = cached_pipeline(model)
-                result = unlearn_concept(config, pipe=pipe, phase_progress=PhaseBars(status).phase)
-                saved = save_concept_result(result, save_dir) if save_dir.strip() else None
-            except ValueError as exc:  # SalunError; CheckpointError explains how to get the weights
-                status.update(label="Failed: nothing was changed", state="error", expanded=False)
-                failure = ui.public(exc)
-            else:
-                failure = None
-                status.update(label=f"Done: {len(result.losses)} steps in {result.timings['total_s']:.1f} s",
-                              state="complete", expanded=False)
-                st.session_state["concept_result"] = (result, saved)
-        if failure:
-            st.error(failure)
-            if model != TINY_MODEL:
-                st.caption(f"To see the flow without weights, set the model to `{TINY_MODEL}`.")
+        try:
+            ui.check_queue(1)
+            live = {}
+            job = ui.job_runner().submit(concept_work(config, save_dir, live), label="Unlearning the concept",
+                                         info={"config": config, "live": live})
+            ui.cancel_entries(st.session_state.get("concept_batch"))
+            st.session_state["concept_batch"] = {"entries": [{"label": job.label, "job": job}]}
+        except SalunError as exc:
+            st.error(ui.public(exc))
 elif plan_error:
     st.error(plan_error)
+
+batch = st.session_state.get("concept_batch")
+if batch is not None and ui.unfinished(batch["entries"]):
+    ui.follow_jobs(batch["entries"], key="concept_follow", title="Unlearning…", live=show_phase)
+    ui.links.show_in_url(jobs=[batch["entries"][0]["job"]])
+elif batch is not None:
+    job = batch["entries"][0]["job"]
+    st.session_state.pop("concept_batch")
+    ui.links.show_in_url()
+    if job.status == "done":
+        st.session_state["concept_result"] = job.result
+        if "store_warning" in job.info.get("live", {}):
+            st.warning(job.info["live"]["store_warning"])
+    else:  # SalunError and CheckpointError explain themselves (how to get the weights, for one)
+        ui.report_problems([(job.status, job.message)])
+        if model != TINY_MODEL:
+            st.caption(f"To see the flow without weights, set the model to `{TINY_MODEL}`.")
 
 if "concept_result" in st.session_state:
     result, saved = st.session_state["concept_result"]
