@@ -167,3 +167,40 @@ def test_each_generator_uses_its_own_tuned_guidance(tiny_pair, monkeypatch):
     sidecar.write_text(json.dumps({**meta, "evaluation": {"default_guidance": 1.5}}))
     assert GenerationRunConfig(generator=str(gen), classifier=str(clf)).resolved().guidance == 1.5
     assert GenerationRunConfig(generator=str(gen), classifier=str(clf), guidance=3.0).resolved().guidance == 3.0
+
+
+# --- the app -----------------------------------------------------------------------------------------
+
+def test_the_dataset_picker_offers_fashion_mnist_with_its_class_names_and_examples(idx_folder, monkeypatch):
+    # One page stands for all three: unlearn, saliency and sweep share ui.target_picker.
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    folder, _ = idx_folder
+    monkeypatch.setenv("SALUN_DATA_ROOT", str(folder))  # the few hundred images above, not the full set
+    page = Path(__file__).resolve().parent.parent / "pages" / "unlearn.py"
+    at = AppTest.from_file(str(page), default_timeout=180).run()
+    at.selectbox(key="pick_dataset").set_value("fashion_mnist").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.radio(key="pick_class").options == FASHION_NAMES
+    captions = [img.caption for element in at.get("image") for img in element.proto.imgs]
+    assert captions == FASHION_NAMES  # one example image per class, named
+
+
+# --- per-dataset defaults ----------------------------------------------------------------------------
+
+def test_fashion_mnist_has_its_own_salun_defaults_declared_with_the_method_and_runs_use_them(idx_folder):
+    from core.classification.experiment import Experiment, RunConfig
+    from core.methods import get_method
+
+    salun = get_method("salun")
+    assert ("fashion_mnist", "class") in salun.overrides  # declared with the method, not a special case in code
+    assert salun.defaults("fashion_mnist", "class") != salun.defaults("mnist5k", "class")
+    folder, _ = idx_folder
+    experiment = Experiment.from_config(RunConfig(dataset="fashion_mnist", forget="class:7", data_root=str(folder)),
+                                        device="cpu")  # the shipped Fashion-MNIST model on 300 images
+    assert experiment.method_defaults("salun") == salun.defaults("fashion_mnist", "class")
+    result = experiment.unlearn("salun", seed=0)
+    assert {k: result.params[k] for k in salun.defaults("fashion_mnist", "class")} == salun.defaults("fashion_mnist", "class")
+    assert result.metrics["ua"] == 100.0  # the 30 sneakers of this slice are forgotten
