@@ -405,6 +405,16 @@ class RunInfo:
     metrics: dict
 
 
+def _import_mlflow():
+    """MLflow's client class, with MLflow's and alembic's INFO chatter (creating and migrating the
+    database) kept off stderr: the CLI's stderr carries one line per user error."""
+    from mlflow.tracking import MlflowClient
+
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    return MlflowClient
+
+
 def _sqlite_path(uri: str) -> Path | None:
     if not uri.startswith("sqlite:///"):
         return None
@@ -429,15 +439,15 @@ class RunStore:
     def client(self):
         with self._lock:
             if self._client is None:
-                from mlflow.tracking import MlflowClient
-
+                MlflowClient = _import_mlflow()
                 if self.db_path is not None:
                     self.db_path.parent.mkdir(parents=True, exist_ok=True)
                 self._client = MlflowClient(tracking_uri=self.uri)
             return self._client
 
     def warm_up(self) -> None:
-        """Import MLflow and open the database in a background thread, so the first write waits less."""
+        """Import MLflow in a background thread, so the first write waits less. Only the import: a
+        run refused later (bad input) must leave no database behind."""
         with self._lock:
             if self._client is not None or self._warming is not None:
                 return
@@ -446,8 +456,7 @@ class RunStore:
 
     def _warm(self) -> None:
         try:
-            for kind in EXPERIMENTS:
-                self._experiment_id(kind)
+            _import_mlflow()
         except Exception as exc:  # the write that follows reports it
             log.debug("run store warm-up failed: %s", exc)
 
