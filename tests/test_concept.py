@@ -365,3 +365,20 @@ def test_gpu_bench_plumbing_runs_on_the_tiny_pipeline(tmp_path):
         assert row in text
     summary = json.loads((tmp_path / "run.json").read_text())
     assert summary["steps"] == 2 and summary["eval"]["before"]["images"] == 2  # 1 shipped prompt + the forget prompt
+
+
+def test_out_of_gpu_memory_in_the_mask_halves_the_micro_batch_and_restarts_the_sum(pipe, monkeypatch):
+    import core.concept.training as train
+
+    real, seen = train.accumulate_gradients, []
+
+    def accumulate(unet, losses, progress=None):
+        batches = list(losses)  # one loss per micro-batch
+        seen.append(len(batches))
+        if len(batches) < 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(unet, iter(batches), progress)
+
+    monkeypatch.setattr(train, "accumulate_gradients", accumulate)
+    result = unlearn_concept(tiny_config(epochs=1, sample_seeds=[]), pipe=pipe)  # 2 images at micro-batch 2
+    assert seen == [1, 2] and len(result.losses) == 1
