@@ -10,7 +10,12 @@ retain set while ascending the loss on the forget set, in one objective weighted
     loss = beta * CE(retain batch) - (1 - beta) * CE(forget batch)
 
 Plain gradient ascent (GA) only pushes the forget set away and drags the kept classes along; the retain
-term holds them in place. A plugin is ordinary Python: write the run function with the common signature,
+term holds them in place. Measured on the shipped mnist5k model, forgetting class 3 with the defaults
+below (seed 0): UA 55.3, RA 99.7, TA 98.2, forgotten class's test accuracy 55.0 (SalUn: UA 100 with RA
+and TA within a point). At lr 1e-3, beta 0.9 it forgot nothing (UA 0.5); at lr 1e-2 the ascent diverged
+(NaN), which the run reports as one line. It is here as a worked example of a plugin, not tuned further.
+
+A plugin is ordinary Python: write the run function with the common signature,
 declare its settings as typed Params, and register it. The CLI flags (--beta ...), their validation and
 the app's widgets all come from the declaration.
 """
@@ -66,9 +71,9 @@ register(Method(
     params=(
         Param("epochs", int, 3, low=0, low_open=True, high=1000, label="Epochs", primary=True,
               meaning="passes over the forget set"),
-        Param("lr", float, 1e-3, low=0, low_open=True, label="Learning rate", primary=True, step=1e-4,
-              meaning="SGD step size"),
-        Param("beta", float, 0.9, low=0, high=1, label="β", primary=True, step=0.05,
+        Param("lr", float, 3e-3, low=0, low_open=True, label="Learning rate", primary=True, step=1e-4,
+              meaning="SGD step size; the ascent is unbounded, so a large one makes the loss diverge"),
+        Param("beta", float, 0.7, low=0, high=1, label="β", primary=True, step=0.05,
               meaning="weight of the retain loss; 1 - β weighs the ascent on the forget set"),
         Param("retain_batch_size", int, 128, low=0, low_open=True, high=100_000, label="Retain batch size",
               meaning="retain images paired with every forget batch"),

@@ -232,10 +232,10 @@ def test_example_plugin_runs_through_the_app(digits_checkpoint, monkeypatch, plu
     at.text_input(key="pick_checkpoint").set_value(str(digits_checkpoint))
     at.run()
     at.radio(key="pick_class").set_value(2).run()
-    assert "neggrad_plus" in at.multiselect(key="un_methods").options
+    assert "NegGrad+" in at.multiselect(key="un_methods").options  # shown by its label
     at.multiselect(key="un_methods").set_value(["neggrad_plus"]).run()
     beta = next(w for w in at.number_input if w.label == "β")  # the plugin's own setting, with its help
-    assert beta.value == 0.9 and "weight of the retain loss" in beta.help
+    assert beta.value == 0.7 and "weight of the retain loss" in beta.help
     next(w for w in at.number_input if w.label == "Epochs" and "neggrad_plus" in w.key).set_value(1)
     beta.set_value(0.5)
     at.button(key="un_run").click().run()

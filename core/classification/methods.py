@@ -239,7 +239,8 @@ for _method in [
     Method("retrain", "Retrain", "Train from scratch without the forget set: the gold standard.",
            "classification", run_retrain,
            # the experiment replaces these with the original model's own recipe (Experiment.method_defaults)
-           (_epochs(20, "retain set"), _lr(1e-3, "Adam"), _batch_size(128)), mask="none"),
+           (_epochs(20, "retain set (default: the original model's own recipe)"), _lr(1e-3, "Adam"),
+            _batch_size(128)), mask="none"),
     Method("ft", "FT", "Fine-tune on the retain set only.", "classification", run_ft,
            (_epochs(2, "retain set"), _lr(0.02), *SGD_PARAMS)),
     Method("ga", "GA", "Gradient ascent on the forget set.", "classification", run_ga,
