@@ -100,4 +100,4 @@ def method_help(family: str) -> str:
     """--method's help: every registered method of the family with its one-line summary."""
     from core.methods import methods
 
-    return "; ".join(f"{name}: {m.summary}" for name, m in methods(family).items()).replace("%", "%%")
+    return "; ".join(f"{name}: {m.summary.rstrip('.')}" for name, m in methods(family).items()).replace("%", "%%")
