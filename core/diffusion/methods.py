@@ -85,7 +85,8 @@ def generation_gradients(model: ConditionalUNet, forget_x: torch.Tensor, forget_
 
 
 def generation_saliency(model: ConditionalUNet, forget_x: torch.Tensor, forget_class: int, guidance: float = 1.0,
-                        draws: int = MASK_DRAWS, batch_size: int = 128, seed: int = 0):
+                        draws: int = MASK_DRAWS, batch_size: int = 128, seed: int = 0,
+                        progress: Progress | None = None):
     """(|g|, |g_a|, |g_b|): the gradient magnitude the mask ranks, and that of its two halves.
 
     g = Σ ∇θ ||eps - eps_w(x_t | c_f)||^2 over whole passes through the forgotten class, every image once
@@ -93,7 +94,8 @@ def generation_saliency(model: ConditionalUNet, forget_x: torch.Tensor, forget_c
     `draws` (at least one: the whole class, as upstream). eps_w is the classifier-free guided prediction
     at `guidance` (1 = the plain conditional model), as upstream computes its mask. g_a and g_b sum
     alternate batches: two independent estimates from half the draws each, whose masks' overlap is a
-    lower bound on the full mask's stability, at no extra cost.
+    lower bound on the full mask's stability, at no extra cost. `progress(done, total, nan)` is called
+    after every batch (and may raise CancelledError).
     """
     forget_class = check_class(model, forget_class, "forgotten class")
     guidance = check_guidance(guidance)
@@ -128,6 +130,8 @@ def generation_saliency(model: ConditionalUNet, forget_x: torch.Tensor, forget_c
                 raise SalunError("the forgetting loss is not finite on the forget set; check the checkpoint")
             for total, g in zip(halves[batch % 2].values(), torch.autograd.grad(loss, list(params.values()))):
                 total += g
+            if progress:
+                progress(batch + 1, math.ceil(len(order) / batch_size), float("nan"))
     finally:
         model.train(was_training)
     full = {name: (halves[0][name] + halves[1][name]).abs() for name in params}
@@ -288,6 +292,7 @@ def unlearn_generator(original: ConditionalUNet, data: GenerationData, method: s
                       sparsity: float = DEFAULT_SPARSITY, seed: int = 0, masked: bool = False,
                       mask_guidance: float = DEFAULT_GUIDANCE, mask_draws: int = MASK_DRAWS,
                       progress: Progress | None = None, watch: Callable | None = None, dataset: str = "*",
+                      mask_progress: Progress | None = None,
                       **overrides) -> GenerationUnlearning:
     """Forget `data.forget_class` from a deep copy of `original`; the original is never modified.
 
@@ -296,7 +301,8 @@ def unlearn_generator(original: ConditionalUNet, data: GenerationData, method: s
     paper's RTE does. `watch(model, done, total,
     loss)`, if given, sees the model being changed after every step (for a live preview; its time is
     not counted in `rte_seconds`). `overrides` are the method's settings (None: its default for
-    `dataset`), checked against its declaration in core.methods.
+    `dataset`), checked against its declaration in core.methods. `mask_progress(done, total, nan)` follows
+    the saliency mask's batches (and may raise CancelledError, like `progress`).
     """
     spec = get_method(method, "generation")
     sparsity = check_fraction("sparsity", sparsity)
@@ -308,7 +314,7 @@ def unlearn_generator(original: ConditionalUNet, data: GenerationData, method: s
     timings = {}
     if spec.uses_mask(masked):
         gradients, half_a, half_b = generation_saliency(model, data.forget_x, data.forget_class, mask_guidance,
-                                                        mask_draws, seed=seed)
+                                                        mask_draws, seed=seed, progress=mask_progress)
         mask = saliency_mask(gradients, sparsity)
         timings["mask_seconds"] = time.perf_counter() - start
         passes = max(1, math.ceil(mask_draws / len(data.forget_x)))
