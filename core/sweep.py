@@ -31,6 +31,7 @@ import copy
 import json
 import multiprocessing
 import os
+import threading
 import time
 from collections import OrderedDict
 from concurrent import futures
@@ -175,6 +176,7 @@ def reference_config(config):
 # --- one task: runs in a worker process, a Ray worker, or in-process ------------------------------
 
 _EXPERIMENTS: OrderedDict = OrderedDict()  # per process: dataset, model and forget gradients, reused
+_EXPERIMENTS_LOCK = threading.Lock()  # the app may drive two sweeps from two job threads
 
 
 def run_task(config: dict, threads: int, device: str = "cpu"):
@@ -190,6 +192,8 @@ def run_task(config: dict, threads: int, device: str = "cpu"):
     result = experiment.unlearn(config.method, seed=config.seed, sparsity=config.sparsity, masked=config.masked,
                                 config=config, **config.overrides())
     result.model = result.model.cpu()
+    if result.mask is not None:
+        result.mask = {name: m.cpu() for name, m in result.mask.items()}
     return result
 
 
@@ -197,13 +201,14 @@ def experiment_for(config, device: str = "cpu", capacity: int = 4):
     from core.classification.experiment import Experiment
 
     key = (config.dataset, str(config.forget), config.seed, config.checkpoint, config.data_root, device)
-    if key in _EXPERIMENTS:
-        _EXPERIMENTS.move_to_end(key)
-    else:
-        _EXPERIMENTS[key] = Experiment.from_config(config, device=device)
-        while len(_EXPERIMENTS) > capacity:
-            _EXPERIMENTS.popitem(last=False)
-    return _EXPERIMENTS[key]
+    with _EXPERIMENTS_LOCK:
+        if key in _EXPERIMENTS:
+            _EXPERIMENTS.move_to_end(key)
+        else:
+            _EXPERIMENTS[key] = Experiment.from_config(config, device=device)
+            while len(_EXPERIMENTS) > capacity:
+                _EXPERIMENTS.popitem(last=False)
+        return _EXPERIMENTS[key]
 
 
 def _init_worker(threads: int) -> None:
@@ -608,7 +613,7 @@ class RayJobs:
 
     def __init__(self, address: str):
         self.address = address
-        self._lock = __import__("threading").Lock()
+        self._lock = threading.Lock()
 
     def connect(self):
         """Ray, connected to the cluster (once per process; never shut down by the app)."""
