@@ -72,8 +72,8 @@ def test_mask_ranks_forget_class_weights_and_constraint_holds_under_adam_weight_
 
 
 def test_mask_from_more_draws_is_stable_across_seeds_and_its_halves_bound_it(trained, digits):
-    # On the shipped mnist5k generator two seeds' masks overlap at IoU 0.67 from 128 draws and >= 0.9 from
-    # MASK_DRAWS = 3200 (bench/bench_ddpm_mask.py; too slow for the suite). Here the same law on the 8x8
+    # On the shipped mnist5k generator two seeds' masks overlap at IoU 0.67 from 128 draws and 0.899 from
+    # MASK_DRAWS = 4800 (bench/bench_ddpm_mask.py; far too slow for the suite). Here the same law on the 8x8
     # fixture at a test-sized budget: one pass over the class (146 images) against four.
     from core.diffusion.methods import generation_saliency, mask_stability
     from core.saliency import mask_iou

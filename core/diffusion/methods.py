@@ -70,9 +70,10 @@ def substitute_class(forget_class: int, num_classes: int) -> int:
 # --- saliency -----------------------------------------------------------------------------------
 
 # Draws (image, timestep, noise) behind the mask. On the shipped mnist5k generator (class 3, 400 images) two
-# masks from different seeds overlap at IoU 0.67 with 128 draws, 0.75 with the whole class once (400),
-# 0.80 with 800, 0.85 with 1,600 and 0.89 with 3,200: 1 - IoU falls as 1/sqrt(draws), so 4,800 draws
-# (12 passes) reach about 0.91 (bench/bench_ddpm_mask.py measures it). Upstream uses the class once.
+# masks from independent draws overlap at IoU 0.67 with 128 draws (the old default), 0.73-0.77 with the
+# whole class once, 0.84-0.86 with 1,600, 0.87 with 2,400, 0.89 with 3,200 and 0.899 with 4,800 (12 passes;
+# bench/bench_ddpm_mask.py). 1 - IoU falls about as draws^-0.36 there: ~8,000 draws would clear 0.9 with
+# margin, at 1.7x this mask's time. Upstream uses the class once.
 MASK_DRAWS = 4800
 
 
