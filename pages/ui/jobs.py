@@ -106,7 +106,8 @@ def follow_jobs(entries: list[dict], key: str, title: str = "Running", live=None
                      disabled=any(job.cancelling for job in jobs)):
             for job in jobs:
                 job.cancel()  # a run stops at its next step; this box says so until it has
-        with st.status(title, expanded=True):
+        # not `with st.status(...)`: leaving that block marks the box complete while the jobs still run
+        with st.status(title, expanded=True, state="running").container():
             for e in entries:
                 if e.get("job") is not None:
                     job = e["job"]
