@@ -142,7 +142,7 @@ def image_digests(page) -> list[str]:
 
 
 def start_diffusion_run(page, steps: int) -> None:
-    steps_box = page.get_by_label("Unlearning steps")
+    steps_box = page.get_by_role("spinbutton", name="Unlearning steps")
     steps_box.fill(str(steps))
     steps_box.press("Enter")
     page.wait_for_timeout(500)
