@@ -5,7 +5,7 @@
     resources  process-wide cached core objects (limits, job runner, experiments, example images)
     picker     the forget-target picker (dataset, model, what to forget)
     settings   a method's settings widgets and the complete run config (one place: core/methods swaps in here)
-    results    finished runs shared by every visitor (moves to core/store.py)
+    results    finished runs shared by every visitor: the cache in front of the run store (core/store.py)
     jobs       submitting runs to core/jobs.py and following them live
     links      the address carries what a page shows (?run=, ?job=): reload, share, reattach
 
