@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"]
-SLOW = 240_000  # ms: a run on a busy 2-core machine
+SLOW = int(float(os.environ.get("SALUN_BROWSER_SLOW_S", "240")) * 1000)  # ms: a run on a busy 2-core machine
 SHOTS = Path(os.environ.get("SALUN_SCREENSHOTS", "/tmp/salun_browser_shots"))
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
