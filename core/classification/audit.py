@@ -82,13 +82,12 @@ def logit_confidence(logp: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
 
 def roc_auc(member_scores: np.ndarray, nonmember_scores: np.ndarray) -> float:
     """P(a member scores above a non-member), ties counted half (the Mann-Whitney statistic)."""
-    from scipy.stats import rankdata
+    from sklearn.metrics import roc_auc_score
 
-    m, n = len(member_scores), len(nonmember_scores)
-    if m == 0 or n == 0:
+    if len(member_scores) == 0 or len(nonmember_scores) == 0:
         return float("nan")
-    ranks = rankdata(np.concatenate([member_scores, nonmember_scores]))
-    return float((ranks[:m].sum() - m * (m + 1) / 2) / (m * n))
+    labels = np.concatenate([np.ones(len(member_scores)), np.zeros(len(nonmember_scores))])
+    return float(roc_auc_score(labels, np.concatenate([member_scores, nonmember_scores])))
 
 
 def tpr_at_fpr(member_scores: np.ndarray, nonmember_scores: np.ndarray, fpr: float = FPR) -> float:

@@ -137,10 +137,10 @@ def evaluate(model, dataset: ImageDataset, split: ForgetSplit, seed: int = 0, de
 
 
 def confusion_matrix(model, x: torch.Tensor, y: torch.Tensor, num_classes: int) -> np.ndarray:
+    from sklearn.metrics import confusion_matrix as sklearn_confusion_matrix
+
     predicted = predict(model, x).argmax(1)
-    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(matrix, (y.numpy(), predicted.numpy()), 1)
-    return matrix
+    return sklearn_confusion_matrix(y.numpy(), predicted.numpy(), labels=list(range(num_classes)))
 
 
 def avg_gap(metrics: dict, retrain_metrics: dict) -> float:

@@ -112,11 +112,11 @@ def restore_batch(name: str, label_of, restore=restore_picker) -> None:
     restore(configs[0])
     state = {"target": target_of(configs[0]), "seed": int(configs[0].seed)}
     if jobs:
-        entries = [{"label": label_of(r.method), "config": r.config, "job": None, "cached": True} for r in results]
+        entries = [{"label": label_of(r.config.method), "config": r.config, "job": None, "cached": True} for r in results]
         entries += [{"label": j.label, "config": j.info.get("config"), "job": j} for j in jobs]
         st.session_state[f"{name}_batch"] = {**state, "entries": entries}
     else:
-        st.session_state[f"{name}_shown"] = {**state, "results": [(label_of(r.method), r) for r in results]}
+        st.session_state[f"{name}_shown"] = {**state, "results": [(label_of(r.config.method), r) for r in results]}
 
 
 def follow_batch(name: str, title: str, live=None):
