@@ -31,6 +31,8 @@ ui.ensure_navigation(__file__)
 GENERATOR_LABELS = {"mnist5k": "Digits (MNIST, 5,000 images)", "fashion_mnist": "Clothing (Fashion-MNIST, 60,000 images)"}
 PER_CLASS = int(os.environ.get("SALUN_GEN_PER_CLASS", "10"))
 SAMPLE_STEPS = int(os.environ.get("SALUN_GEN_SAMPLE_STEPS", str(DEFAULT_SAMPLE_STEPS)))
+# draws behind the saliency mask: the method's stable default unless an operator (or a test) asks for fewer
+MASK_DRAWS = {"mask_draws": int(os.environ["SALUN_GEN_MASK_DRAWS"])} if os.environ.get("SALUN_GEN_MASK_DRAWS") else {}
 SEED = 0
 
 
@@ -83,7 +85,7 @@ def generation_work(config: GenerationRunConfig, models, dataset, live: dict):
         run = unlearn_generator(generator, generation_split(dataset, forget_class), config.method,
                                 sparsity=config.sparsity, seed=config.seed, masked=config.masked,
                                 mask_guidance=config.guidance, progress=progress, watch=watch, dataset=dataset.name,
-                                steps=config.steps, lr=config.lr, alpha=config.alpha, **config.options)
+                                steps=config.steps, lr=config.lr, alpha=config.alpha, **MASK_DRAWS, **config.options)
         live["phase"] = "generating with the unlearned model"
         after = generation_metrics(run.model, classifier, forget_class, dataset.test_x, dataset.test_y,
                                    per_class=config.per_class, guidance=config.guidance, steps=config.sample_steps,

@@ -111,7 +111,7 @@ def tiny_env(tmp_path_factory, digits_checkpoint):
         torch.set_num_threads(threads)
     generator = save_generator(model, folder / "gen.safetensors", {"dataset": "digits", "seed": 0})
     return {"SALUN_GENERATOR": str(generator), "SALUN_CLASSIFIER": str(digits_checkpoint),
-            "SALUN_GEN_PER_CLASS": "2", "SALUN_GEN_SAMPLE_STEPS": "3"}
+            "SALUN_GEN_PER_CLASS": "2", "SALUN_GEN_SAMPLE_STEPS": "3", "SALUN_GEN_MASK_DRAWS": "64"}
 
 
 def watch_requests(page, base_url: str) -> list[str]:

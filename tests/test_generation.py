@@ -221,6 +221,7 @@ def page_env(tmp_path, trained, digits, monkeypatch):
     monkeypatch.setenv("SALUN_CLASSIFIER", str(clf_path))
     monkeypatch.setenv("SALUN_GEN_PER_CLASS", "2")
     monkeypatch.setenv("SALUN_GEN_SAMPLE_STEPS", "3")
+    monkeypatch.setenv("SALUN_GEN_MASK_DRAWS", "64")
 
 
 def test_page_forgets_a_class_and_shows_before_after(page_env):

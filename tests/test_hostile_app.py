@@ -60,6 +60,7 @@ def tiny_generator_env(monkeypatch, tmp_path):
     monkeypatch.setenv("SALUN_CLASSIFIER", str(clf))
     monkeypatch.setenv("SALUN_GEN_PER_CLASS", "1")
     monkeypatch.setenv("SALUN_GEN_SAMPLE_STEPS", "1")
+    monkeypatch.setenv("SALUN_GEN_MASK_DRAWS", "64")
 
 
 def test_without_hosted_mode_the_unlearn_page_does_take_a_server_path():
