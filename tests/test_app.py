@@ -161,7 +161,7 @@ def test_sweep_page_runs_salun_over_sparsities_with_retrain(digits_checkpoint):
     no_traceback(at)
     assert not at.error, [e.value for e in at.error]
     table = at.dataframe[0].value
-    assert sorted(table["sparsity"]) == [0.2, 0.6]
+    assert sorted(table["Sparsity (%)"]) == pytest.approx([20, 60])  # shown in percent, like the comparison table
     assert (table["UA"] > 50).all()  # class 2 forgotten at both sparsities
     assert len(at.session_state["sw_result"]["retrain"]) == 1
 
