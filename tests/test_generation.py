@@ -142,7 +142,7 @@ def test_unlearning_is_reproducible_and_cancellable(trained, digits):
     (lambda m, d: generation_split(d, 10), "does not exist"),
     (lambda m, d: unlearn_generator(m, generation_split(d, 2), "salun", steps=0), "steps"),
     (lambda m, d: unlearn_generator(m, generation_split(d, 2), "nope"), "unknown generation method"),
-    (lambda m, d: unlearn_generator(m, generation_split(d, 2), "ga", alpha=1.0), "no parameter alpha"),
+    (lambda m, d: unlearn_generator(m, generation_split(d, 2), "ga", alpha=1.0), "GA has no setting .alpha."),
     (lambda m, d: unlearn_generator(m, generation_split(d, 2), "salun", sparsity=0), "sparsity"),
 ])
 def test_bad_inputs_raise_clear_errors(trained, digits, call, message):
