@@ -20,6 +20,14 @@ def salun_home(tmp_path_factory) -> Path:
         yield home
 
 
+@pytest.fixture
+def fresh_store(tmp_path, monkeypatch) -> Path:
+    """A run store of this test's own, for tests whose runs must be computed, never served from a run
+    another test stored with the same config."""
+    monkeypatch.setenv("SALUN_HOME", str(tmp_path / "salun_home"))
+    return tmp_path / "salun_home"
+
+
 @pytest.fixture(scope="session")
 def digits_checkpoint(tmp_path_factory) -> Path:
     from core.checkpoint import save_checkpoint

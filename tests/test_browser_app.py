@@ -209,6 +209,7 @@ def test_a_reload_mid_run_reattaches_and_a_restart_shows_the_same_run(browser, t
         page.goto(f"{url}/{address}")
         again = page.get_by_role("heading", name=re.compile(r"Class 3 forgotten"))
         expect(again).to_be_visible(timeout=SLOW)
+        expect(page.locator('[data-testid="stImage"] img').nth(len(images) - 1)).to_be_visible(timeout=60_000)
         page.wait_for_load_state("networkidle")
         assert again.inner_text() == heading
         assert image_digests(page) == images  # the same figures, pixel for pixel

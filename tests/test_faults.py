@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def page(digits_checkpoint):
+def page(digits_checkpoint, fresh_store):
     """The Unlearn page on the digits model, with a first, good FT run already shown."""
     st.cache_resource.clear()  # no results or export files from other tests: everything here is computed
     st.cache_data.clear()

@@ -116,7 +116,7 @@ def test_cli_json_lines_then_summary_and_the_store_serves_a_repeat(digits_checkp
     assert sorted(map(json.dumps, map(without_timings, again))) == sorted(map(json.dumps, map(without_timings, runs)))
 
 
-def test_process_pool_gives_the_in_process_numbers(digits_checkpoint):
+def test_process_pool_gives_the_in_process_numbers(digits_checkpoint, fresh_store):
     grid = digits_grid(digits_checkpoint, sparsities=[0.3, 0.5])
     in_process = Sweep(grid, LocalBackend(workers=1))
     pool = Sweep(grid, LocalBackend(workers=2))
