@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from core.cli import runs
-from core.cli.common import ProgressBar, add_common_options, add_method_options, method_help, method_values
+from core.cli.common import ProgressBar, add_common_options, add_method_options, add_target_options, method_values
 from core.errors import SalunError
 
 
@@ -119,10 +119,7 @@ def add_commands(sub) -> None:
 
     p = sub.add_parser("unlearn", help="unlearn a forget set from a trained classifier")
     add_common_options(p)
-    p.add_argument("--forget", default="class:3", help="class:K, random:SHARE or indices:PATH")
-    p.add_argument("--method", default="salun", help=method_help("classification"))
-    p.add_argument("--sparsity", type=float, default=0.5, help="share of all weights the saliency mask selects")
-    p.add_argument("--masked", action="store_true", help="constrain a baseline to the saliency mask too")
+    add_target_options(p, "classification", "class:K, random:SHARE or indices:PATH")
     p.add_argument("--checkpoint", default=None, help="original model (default: the shipped one)")
     p.add_argument("--compare-retrain", action="store_true", help="also retrain from scratch and report Avg. Gap")
     p.add_argument("--save", default=None, help="folder for model, mask, config and metrics")

@@ -101,3 +101,11 @@ def method_help(family: str) -> str:
     from core.methods import methods
 
     return "; ".join(f"{name}: {m.summary.rstrip('.')}" for name, m in methods(family).items()).replace("%", "%%")
+
+
+def add_target_options(p, family: str, forget_help: str) -> None:
+    """What to forget and how the mask takes part: the options `unlearn` and `unlearn-gen` share."""
+    p.add_argument("--forget", default="class:3", help=forget_help)
+    p.add_argument("--method", default="salun", help=method_help(family))
+    p.add_argument("--sparsity", type=float, default=0.5, help="share of all weights the saliency mask selects")
+    p.add_argument("--masked", action="store_true", help="constrain a baseline to the saliency mask too")

@@ -10,7 +10,7 @@ a generator given with --generator); a dataset without a generator is a one-line
 from __future__ import annotations
 
 from core.cli import runs
-from core.cli.common import add_common_options, add_method_options, method_help, method_values
+from core.cli.common import add_common_options, add_method_options, add_target_options, method_values
 
 import sys
 import time
@@ -179,10 +179,7 @@ def add_commands(subparsers) -> None:
 
     p = subparsers.add_parser("unlearn-gen", help="make the generator forget a class; metrics before and after")
     add_common_options(p)
-    p.add_argument("--forget", default="class:3", help="class:K")
-    p.add_argument("--method", default="salun", help=method_help("generation"))
-    p.add_argument("--sparsity", type=float, default=0.5, help="share of all weights the saliency mask selects")
-    p.add_argument("--masked", action="store_true", help="constrain a baseline to the saliency mask too")
+    add_target_options(p, "generation", "class:K")
     p.add_argument("--guidance", type=float, default=None,
                    help="classifier-free guidance for sampling (default: the generator's own, from its sidecar)")
     p.add_argument("--sample-steps", type=int, default=DEFAULT_SAMPLE_STEPS, help="DDIM steps per image")
