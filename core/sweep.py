@@ -27,11 +27,14 @@ raises, as a cancelled app job's does) cancels the tasks still outstanding.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import multiprocessing
 import os
+import sys
 import threading
+import types
 import time
 from collections import OrderedDict
 from concurrent import futures
@@ -211,6 +214,29 @@ def experiment_for(config, device: str = "cpu", capacity: int = 4):
         return _EXPERIMENTS[key]
 
 
+@contextlib.contextmanager
+def _neutral_main():
+    """Start worker processes with a `__main__` they need not re-import.
+
+    A spawned or forkserver worker re-runs the parent's `__main__` from its file. Under Streamlit
+    (the server, and AppTest in the tests) `__main__` is the page being run, so every worker would
+    run the page, which stops at its first Streamlit call outside a session and kills the worker
+    (BrokenProcessPool). Sweep tasks are core functions, imported by name, so workers need no
+    `__main__` at all; a script run as `python script.py` keeps its own."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if path is None or getattr(main, "__spec__", None) is not None or \
+            os.path.abspath(path) == os.path.abspath(sys.argv[0] if sys.argv else ""):
+        yield
+        return
+    neutral = sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        if sys.modules.get("__main__") is neutral:  # unless a script run has installed its own since
+            sys.modules["__main__"] = main
+
+
 def _init_worker(threads: int) -> None:
     import torch
 
@@ -255,11 +281,12 @@ class LocalBackend:
             future = futures.Future()
             future.work = (task, config, threads, device)  # run by wait(), in this process
             return future
-        try:
-            return self._executor().submit(task, config, threads, device)
-        except futures.process.BrokenProcessPool:  # a worker died (e.g. killed): start a fresh pool
-            self._pool = None
-            return self._executor().submit(task, config, threads, device)
+        with _neutral_main():  # submit() starts the workers
+            try:
+                return self._executor().submit(task, config, threads, device)
+            except futures.process.BrokenProcessPool:  # a worker died (e.g. killed): start a fresh pool
+                self._pool = None
+                return self._executor().submit(task, config, threads, device)
 
     def wait(self, handles: list, timeout: float | None = None) -> list:
         if self.workers == 1:

@@ -248,3 +248,20 @@ def test_sweep_page_runs_its_grid_on_the_ray_cluster(ray_instance, digits_checkp
         assert any("Ran on the Ray cluster" in c.value for c in at.caption)
     finally:
         ui.job_runner.clear()
+
+
+def test_workers_start_under_a_streamlit_page(digits_checkpoint, fresh_store, tmp_path, monkeypatch):
+    """Streamlit runs each page as `__main__`; workers must not re-run it (they died, BrokenProcessPool)."""
+    import sys
+    import types
+
+    page = tmp_path / "page.py"
+    page.write_text("raise RuntimeError('a worker ran the page')\n")
+    fake_main = types.ModuleType("__main__")
+    fake_main.__file__ = str(page)
+    monkeypatch.setitem(sys.modules, "__main__", fake_main)
+    sweep = Sweep(digits_grid(digits_checkpoint, forgets=["class:1"], sparsities=[0.3, 0.5]), LocalBackend(workers=2))
+    outcomes = list(sweep.run())
+    assert [o.row.get("error") for o in outcomes] == [None, None]
+    assert sweep.summary()["ok"] == 2
+    assert sys.modules["__main__"] is fake_main
