@@ -26,10 +26,17 @@ def sweep_work(exp, target, sparsities, seeds, settings, with_retrain, retrain_s
         return cluster_sweep_work(target, sparsities, seeds, settings, with_retrain, retrain_settings, store)
 
     def work(progress):
+        results = []  # each row's run, in row order: its model is compared with its seed's Retrain
+
+        def keep(result):
+            store.put(result)
+            results.append(result)
+
         rows = sparsity_sweep(exp, sparsities, seeds, base_config=base, progress=progress,
-                              lookup=store.get, on_result=store.put)
+                              lookup=store.get, on_result=keep)
         retrain = []
         if with_retrain:
+            retrain_models = {}
             for seed in seeds:
                 config = ui.make_config(target, "retrain", seed, 0.5, **retrain_settings)
                 result = store.get(config)
@@ -37,6 +44,9 @@ def sweep_work(exp, target, sparsities, seeds, settings, with_retrain, retrain_s
                     result = ui.run_config(exp, config, progress)
                     store.put(result)
                 retrain.append(result.metrics)
+                retrain_models[seed] = result.model
+            for row, result in zip(rows, results):  # as `unlearn --compare-retrain` and the CLI sweep have it
+                row["js_to_retrain"] = exp.js_to_retrain(result.model, retrain_models[row["seed"]])
         return {"rows": rows, "retrain": retrain}
 
     return work
@@ -73,7 +83,7 @@ def cluster_sweep_work(target, sparsities, seeds, settings, with_retrain, retrai
         if failed:
             raise SalunError(f"{len(failed)} of {len(outcomes)} sweep runs failed on the cluster; first: {failed[0].error}")
         rows = [{"sparsity": o.config.sparsity, "seed": o.config.seed,
-                 **{k: v for k, v in o.result.metrics.items() if k != "js_to_retrain"}} for o in outcomes]
+                 **o.result.metrics} for o in outcomes]
         retrain = {o.config.seed: o.result.retrain.metrics for o in outcomes if o.result.retrain is not None}
         return {"rows": sorted(rows, key=lambda r: (r["sparsity"], r["seed"])), "retrain": list(retrain.values()),
                 "cluster": sweep.summary()}
@@ -154,14 +164,16 @@ def main() -> None:
             ran = shown["cluster"]
             st.caption(f"Ran on the Ray cluster at {ran['address']}: {ran['computed_tasks']} runs computed there, "
                        f"{ran['reused']} taken from earlier results, in {ran['seconds']:.0f} s.")
-        st.caption(" · ".join(f"**{METRIC_LABELS[k]}**: {METRIC_DEFINITIONS[k]}" for k in ("ua", "ra", "ta", "mia_efficacy")))
+        defined = ("ua", "ra", "ta", "mia_efficacy") + (("js_to_retrain",) if "js_to_retrain" in shown["rows"][0] else ())
+        st.caption(" · ".join(f"**{METRIC_LABELS[k]}**: {METRIC_DEFINITIONS[k]}" for k in defined))
         # the same look as the comparison table: % sparsity, two decimals, metric labels as headers
         table = pd.DataFrame(shown["rows"]).drop(columns=["mia_samples"], errors="ignore")
         table["sparsity"] = table["sparsity"] * 100
         table = table.rename(columns={**METRIC_LABELS, "sparsity": "Sparsity (%)", "seed": "Seed"})
         st.dataframe(table, hide_index=True, key="sw_table", column_config={
             **{c: st.column_config.NumberColumn(format="%.2f") for c in table.columns if c not in ("Seed", "Sparsity (%)")},
-            "Sparsity (%)": st.column_config.NumberColumn(format="%.0f"), "Seed": st.column_config.NumberColumn(format="%d")})
+            "Sparsity (%)": st.column_config.NumberColumn(format="%.0f"), "Seed": st.column_config.NumberColumn(format="%d"),
+            METRIC_LABELS["js_to_retrain"]: st.column_config.NumberColumn(format="%.3f")})
 
 
 main()

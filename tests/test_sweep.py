@@ -265,3 +265,48 @@ def test_workers_start_under_a_streamlit_page(digits_checkpoint, fresh_store, tm
     assert [o.row.get("error") for o in outcomes] == [None, None]
     assert sweep.summary()["ok"] == 2
     assert sys.modules["__main__"] is fake_main
+
+
+def test_a_point_compared_with_retrain_carries_its_js_to_retrain(digits_checkpoint, fresh_store):
+    from core.classification.experiment import RunConfig, run
+
+    grid = digits_grid(digits_checkpoint, forgets=["class:1"], compare_retrain=True)
+    (outcome,) = Sweep(grid, LocalBackend(workers=1)).run()
+    row = outcome.row
+    # the number `unlearn --compare-retrain --json` gives for the same run
+    single = run(RunConfig(dataset="digits", forget="class:1", method="salun", sparsity=0.5, seed=0, epochs=1,
+                           checkpoint=str(digits_checkpoint)), compare_retrain=True).summary()
+    assert row["retrain"]["method"] == "retrain"
+    assert row["js_to_retrain"] == pytest.approx(single["js_to_retrain"], abs=1e-4) and 0 <= row["js_to_retrain"] <= 1
+
+
+def test_sweep_page_shows_js_to_retrain_for_every_run(digits_checkpoint, fresh_store):
+    from streamlit.testing.v1 import AppTest
+
+    from core.classification.metrics import METRIC_LABELS
+    from pages import ui
+
+    ui.result_store.clear()
+    at = AppTest.from_file(str(TESTS.parent / "pages" / "sweep.py"), default_timeout=180).run()
+    at.selectbox(key="pick_dataset").set_value("digits")
+    at.text_input(key="pick_checkpoint").set_value(str(digits_checkpoint))
+    at.run()
+    at.radio(key="pick_class").set_value(1)
+    at.run()
+    at.multiselect(key="sw_sparsities").set_value([0.5])
+    at.number_input(key="sw_seeds").set_value(1)
+    at.run()
+    next(n for n in at.number_input if n.key.startswith("sw_retrain") and n.key.endswith("epochs")).set_value(1)
+    at.button(key="sw_run").click().run()
+    import time
+
+    deadline = time.monotonic() + 180
+    while any(ui.job_runner().stats()[k] for k in ("running", "waiting")):
+        assert time.monotonic() < deadline, "the sweep did not finish"
+        time.sleep(0.05)
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in [*at.exception, *at.error]]
+    (row,) = at.session_state["sw_result"]["rows"]
+    assert 0 <= row["js_to_retrain"] <= 1
+    assert list(at.dataframe[0].value[METRIC_LABELS["js_to_retrain"]]) == pytest.approx([row["js_to_retrain"]])
+    assert any("JS to Retrain" in c.value for c in at.caption)  # its definition under the table
