@@ -21,6 +21,7 @@ pages = {  # the app's menu, drawn by ui.route in the sidebar
         st.Page("pages/unlearn.py", title="Unlearn & compare", icon=":material/compare:"),
         st.Page("pages/saliency.py", title="Saliency explorer", icon=":material/grid_on:"),
         st.Page("pages/sweep.py", title="Sparsity sweep", icon=":material/show_chart:"),
+        st.Page("pages/why.py", title="Why the mask?", icon=":material/help:"),
     ],
     "Generation": [
         st.Page("pages/generation.py", title="Diffusion: forget a class", icon=":material/image:"),

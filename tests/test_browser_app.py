@@ -36,10 +36,12 @@ PAGES = {  # address -> the title the page shows
     "/unlearn": "Unlearn & compare",
     "/saliency": "Saliency explorer",
     "/sweep": "Sparsity sweep",
+    "/why": "Why the mask?",
     "/generation": "Diffusion: forget a class",
     "/concept": "Stable Diffusion: forget a concept",
 }
-MENU = ["Start here", "Unlearn & compare", "Saliency explorer", "Sparsity sweep", "Diffusion: forget a class",
+MENU = ["Start here", "Unlearn & compare", "Saliency explorer", "Sparsity sweep", "Why the mask?",
+        "Diffusion: forget a class",
         "Stable Diffusion: forget a concept"]
 
 

@@ -1,0 +1,166 @@
+"""What the saliency mask measurably does here: the ablation and baseline-tuning results, read back.
+
+bench/bench_mask_ablation.py runs SalUn and RL with the identical recipe (the mask the only
+difference) over forget targets, learning rates, sparsities and seeds, and writes
+bench/results/mask_ablation_summary.json; bench/bench_baselines_tune.py writes the tuned baselines'
+confirmation runs. This module reads those files and turns them into tables, figures and sentences
+computed from the numbers, so the app's "Why the mask?" page says what was measured and nothing more.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"
+ABLATION_SUMMARY = RESULTS / "mask_ablation_summary.json"
+BASELINES_CONFIRM = RESULTS / "baselines_tune_confirm.json"
+RETRAIN_REFS = RESULTS / "retrain_refs.json"
+METHOD_LABELS = {"salun": "SalUn", "rl": "RL", "ga": "GA", "ft": "FT", "l1_sparse": "ℓ1-sparse", "ssd": "SSD"}
+# Differences smaller than the spread over seeds are not findings; this many standard deviations apart is.
+CLEAR = 2.0
+
+
+def load_ablation(path: Path | None = None) -> dict | None:
+    """The ablation summary, or None when the benchmark has not been run."""
+    path = path or ABLATION_SUMMARY
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def pairs(summary: dict, forget: str) -> list[dict]:
+    """SalUn against RL at every learning rate of the lr stage for one forget target."""
+    rows = [r for r in summary["rows"] if r["stage"] == "lr" and r["forget"] == forget]
+    out = []
+    for lr in sorted({r["lr"] for r in rows}):
+        s = next((r for r in rows if r["lr"] == lr and r["method"] == "salun"), None)
+        q = next((r for r in rows if r["lr"] == lr and r["method"] == "rl"), None)
+        if s and q:
+            out.append({"lr": lr, "salun": s, "rl": q})
+    return out
+
+
+def verdict(pair: dict, key: str = "avg_gap") -> str:
+    """'SalUn', 'RL' or 'neither': which is closer to Retrain by more than CLEAR spreads (Avg. Gap), or
+    which keeps more retained accuracy (RA)."""
+    s, q = pair["salun"], pair["rl"]
+    noise = CLEAR * max(s[key + "_std"], q[key + "_std"], 0.05)
+    better_low = key == "avg_gap"
+    diff = (q[key] - s[key]) if better_low else (s[key] - q[key])
+    if diff > noise:
+        return "SalUn"
+    if diff < -noise:
+        return "RL"
+    return "neither"
+
+
+def reading(summary: dict, forget: str) -> list[str]:
+    """Plain sentences about one target, computed from the numbers."""
+    out = []
+    for p in pairs(summary, forget):
+        s, q = p["salun"], p["rl"]
+        who = verdict(p)
+        head = (f"lr {p['lr']:g}: SalUn Avg. Gap {s['avg_gap']:.2f} ± {s['avg_gap_std']:.2f}, "
+                f"RL {q['avg_gap']:.2f} ± {q['avg_gap_std']:.2f} (retained accuracy {s['ra']:.1f}% vs {q['ra']:.1f}%)")
+        tail = {"neither": " — no difference beyond the spread over seeds.",
+                "SalUn": " — the mask helps: SalUn is clearly closer to Retrain.",
+                "RL": " — the mask hurts: RL is clearly closer to Retrain."}[who]
+        out.append(head + tail)
+    return out
+
+
+def tally(summary: dict) -> dict[str, int]:
+    """How many (target, learning rate) cells each side wins by more than the spread."""
+    counts = {"SalUn": 0, "RL": 0, "neither": 0}
+    for forget in summary.get("targets", []):
+        for p in pairs(summary, forget):
+            counts[verdict(p)] += 1
+    return counts
+
+
+def stability_figure(summary: dict, forget: str) -> go.Figure:
+    """Avg. Gap to Retrain and retained accuracy over learning rates, SalUn against RL, ± std over seeds."""
+    ps = pairs(summary, forget)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Avg. Gap to Retrain (lower is better)",
+                                                       "Retained accuracy RA (%)"))
+    for method, color, dash in (("salun", "#d62728", "solid"), ("rl", "#ff7f0e", "dot")):
+        lrs = [p["lr"] for p in ps]
+        for col, key in ((1, "avg_gap"), (2, "ra")):
+            fig.add_trace(go.Scatter(
+                x=lrs, y=[p[method][key] for p in ps],
+                error_y=dict(type="data", array=[p[method][key + "_std"] for p in ps], visible=True),
+                mode="lines+markers", name=METHOD_LABELS[method], legendgroup=method, showlegend=col == 1,
+                line=dict(color=color, dash=dash)), row=1, col=col)
+    fig.update_xaxes(type="log", title_text="learning rate")
+    fig.update_layout(title=dict(text=f"SalUn vs RL, forget {forget}: same recipe, the mask the only difference",
+                                 x=0, font=dict(size=15)), height=340, margin=dict(l=10, r=10, t=70, b=10))
+    return fig
+
+
+def sparsity_rows(summary: dict, forget: str, lr: float) -> list[dict]:
+    """SalUn at each mask sparsity (1.0 = RL) at one learning rate."""
+    rows = [r for r in summary["rows"] if r["forget"] == forget and r["lr"] == lr
+            and (r["method"] == "rl" or r["stage"] in ("sparsity", "lr"))]
+    return sorted(rows, key=lambda r: r["sparsity"])
+
+
+def sparsity_figure(summary: dict, forget: str) -> go.Figure:
+    fig = go.Figure()
+    lrs = sorted({r["lr"] for r in summary["rows"] if r["stage"] == "sparsity" and r["forget"] == forget})
+    for lr, color in zip(lrs, ("#d62728", "#1f77b4", "#2ca02c")):
+        rows = sparsity_rows(summary, forget, lr)
+        fig.add_trace(go.Scatter(x=[r["sparsity"] * 100 for r in rows], y=[r["avg_gap"] for r in rows],
+                                 error_y=dict(type="data", array=[r["avg_gap_std"] for r in rows], visible=True),
+                                 mode="lines+markers", name=f"lr {lr:g}", line=dict(color=color)))
+    fig.update_xaxes(title_text="weights free to move (%) — 100 is RL")
+    fig.update_yaxes(title_text="Avg. Gap to Retrain")
+    fig.update_layout(title=dict(text=f"Mask size, forget {forget}", x=0, font=dict(size=15)), height=320,
+                      margin=dict(l=10, r=10, t=50, b=10))
+    return fig
+
+
+def layer_shares(summary: dict, forget: str, sparsity: str = "0.05") -> list[dict]:
+    """Which layers the mask picks: each layer's share of the mask and the fraction of the layer chosen."""
+    rec = next((r for r in summary.get("layers", []) if r["forget"] == forget), None)
+    if rec is None:
+        return []
+    return [{"layer": name, "weights": v["numel"], "share of the mask (%)": 100 * v["share_of_mask"],
+             "fraction of the layer selected (%)": 100 * v["layer_fraction"]}
+            for name, v in rec["layers"][sparsity].items()]
+
+
+def baseline_table(confirm_path: Path | None = None, refs_path: Path | None = None) -> list[dict]:
+    """Mean over seeds of each method's confirmation runs (tuned baselines, SalUn, RL), per target."""
+    confirm_path, refs_path = confirm_path or BASELINES_CONFIRM, refs_path or RETRAIN_REFS
+    if not confirm_path.is_file():
+        return []
+    records = json.loads(confirm_path.read_text())
+    refs = json.loads(refs_path.read_text()) if refs_path.is_file() else []
+    out = []
+    for forget in sorted({r["forget"] for r in records}):
+        seeds = sorted({r["seed"] for r in records if r["forget"] == forget})
+        ref = [r["metrics"] for r in refs if r["forget"] == forget and r["seed"] in seeds]
+        if ref:
+            out.append(_row(forget, "Retrain", ref, [0.0] * len(ref)))
+        for method in METHOD_LABELS:
+            for setting in ("default", "tuned"):
+                rows = [r for r in records if r["forget"] == forget and r["method"] == method
+                        and r["setting"] == setting]
+                if rows:
+                    label = METHOD_LABELS[method] + {"tuned": " (tuned)", "default": ""}[setting] \
+                        if method in ("salun", "rl") or setting == "tuned" else METHOD_LABELS[method] + " (old default)"
+                    out.append(_row(forget, label, [r["metrics"] for r in rows], [r["avg_gap"] for r in rows]))
+    return out
+
+
+def _row(forget: str, label: str, metrics: list[dict], gaps: list[float]) -> dict:
+    row = {"forget": forget, "method": label, "seeds": len(metrics)}
+    for key, name in (("ua", "UA"), ("ra", "RA"), ("ta", "TA"), ("mia_efficacy", "MIA-Efficacy")):
+        row[name] = statistics.mean(m[key] for m in metrics)
+    row["Avg. Gap"] = statistics.mean(gaps)
+    row["Avg. Gap ±"] = statistics.stdev(gaps) if len(gaps) > 1 else 0.0
+    row["RTE (s)"] = statistics.mean(m["rte_seconds"] for m in metrics)
+    return row
