@@ -26,10 +26,11 @@ def sweep_work(exp, target, sparsities, seeds, settings, with_retrain, retrain_s
         return cluster_sweep_work(target, sparsities, seeds, settings, with_retrain, retrain_settings, store)
 
     def work(progress):
+        run_ids = []  # every run the sweep shows, for its address
         results = []  # each row's run, in row order: its model is compared with its seed's Retrain
 
         def keep(result):
-            store.put(result)
+            run_ids.append(store.put(result))
             results.append(result)
 
         rows = sparsity_sweep(exp, sparsities, seeds, base_config=base, progress=progress,
@@ -42,12 +43,12 @@ def sweep_work(exp, target, sparsities, seeds, settings, with_retrain, retrain_s
                 result = store.get(config)
                 if result is None:
                     result = ui.run_config(exp, config, progress)
-                    store.put(result)
+                run_ids.append(store.put(result))
                 retrain.append(result.metrics)
                 retrain_models[seed] = result.model
             for row, result in zip(rows, results):  # as `unlearn --compare-retrain` and the CLI sweep have it
                 row["js_to_retrain"] = exp.js_to_retrain(result.model, retrain_models[row["seed"]])
-        return {"rows": rows, "retrain": retrain}
+        return {"rows": rows, "retrain": retrain, "run_ids": [r for r in run_ids if r]}
 
     return work
 
@@ -84,15 +85,56 @@ def cluster_sweep_work(target, sparsities, seeds, settings, with_retrain, retrai
             raise SalunError(f"{len(failed)} of {len(outcomes)} sweep runs failed on the cluster; first: {failed[0].error}")
         rows = [{"sparsity": o.config.sparsity, "seed": o.config.seed,
                  **o.result.metrics} for o in outcomes]
-        retrain = {o.config.seed: o.result.retrain.metrics for o in outcomes if o.result.retrain is not None}
-        return {"rows": sorted(rows, key=lambda r: (r["sparsity"], r["seed"])), "retrain": list(retrain.values()),
-                "cluster": sweep.summary()}
+        retrain = {o.config.seed: o.result.retrain for o in outcomes if o.result.retrain is not None}
+        run_ids = [getattr(r, "run_id", None) for r in [o.result for o in outcomes] + list(retrain.values())]
+        return {"rows": sorted(rows, key=lambda r: (r["sparsity"], r["seed"])),
+                "retrain": [r.metrics for r in retrain.values()], "cluster": sweep.summary(),
+                "run_ids": [r for r in run_ids if r]}
 
     return work
 
 
+def restore_from_url() -> None:
+    """A session without a sweep of its own (a reload, a shared link, a restarted server): show the
+    sweep the address names, reattached to its job while it runs, else read back from the run store."""
+    if "sw_job" in st.session_state or "sw_result" in st.session_state:
+        return
+    if "run" not in st.query_params and "job" not in st.query_params:
+        return
+    results, problems = ui.links.runs_in_url()
+    jobs, lost = ui.links.jobs_in_url()
+    for problem in problems + lost:
+        st.warning(problem)
+    jobs = [job for job in jobs if "config" in job.info]
+    if jobs:
+        config = jobs[0].info["config"]
+        ui.links.restore_picker(config)
+        st.session_state.setdefault("sw_sparsities", jobs[0].info["sparsities"])
+        st.session_state["sw_job"] = {"entries": [{"label": "Sweep", "job": jobs[0], "config": None}],
+                                      "target": ui.links.target_of(config)}
+        return
+    salun = [r for r in results if r.config.method != "retrain"]
+    if not salun:
+        return
+    config = salun[0].config
+    ui.links.restore_picker(config)
+    st.session_state.setdefault("sw_sparsities", sorted({r.config.sparsity for r in salun}))
+    target = ui.links.target_of(config)
+    retrain = {r.config.seed: r for r in results if r.config.method == "retrain"}
+    salun.sort(key=lambda r: (r.config.sparsity, r.config.seed))
+    rows = [{"sparsity": r.config.sparsity, "seed": r.config.seed, **r.metrics} for r in salun]
+    if retrain:  # as the sweep computed it: each run against its seed's Retrain
+        exp = target.experiment()
+        for row, result in zip(rows, salun):
+            if row["seed"] in retrain:
+                row["js_to_retrain"] = exp.js_to_retrain(result.model, retrain[row["seed"]].model)
+    st.session_state["sw_result"] = {"rows": rows, "retrain": [r.metrics for r in retrain.values()],
+                                     "target": target, "run_ids": [r.run_id for r in results]}
+
+
 def main() -> None:
     ui.ensure_navigation(__file__)
+    restore_from_url()
     from core.classification.analysis import summarize_sweep
     from core.classification.plots import sweep_figure
 
@@ -133,7 +175,9 @@ def main() -> None:
                 ui.cancel_entries(st.session_state.get("sw_job"))
                 job = ui.job_runner().submit(
                     sweep_work(exp, target, sorted(sparsities), seeds, settings, with_retrain, retrain_settings),
-                    label="Sweep")
+                    label="Sweep", info={"config": ui.make_config(target, "salun", seeds[0], sorted(sparsities)[0], **settings),
+                                         "sparsities": sorted(sparsities)})
+                st.session_state.pop("sw_result", None)
                 st.session_state["sw_job"] = {"entries": [{"label": "Sweep", "job": job, "config": None}],
                                               "target": target}
             except SalunError as exc:
@@ -143,6 +187,7 @@ def main() -> None:
     if pending is not None:
         job = pending["entries"][0]["job"]
         if not job.finished:
+            ui.links.show_in_url(jobs=[job])
             ui.follow_jobs(pending["entries"], key="sw_follow", title="Sweeping")
         else:
             if job.status == "done":
@@ -152,6 +197,8 @@ def main() -> None:
             st.session_state.pop("sw_job")
 
     shown = st.session_state.get("sw_result")
+    if st.session_state.get("sw_job") is None:
+        ui.links.show_in_url(runs=shown.get("run_ids", []) if shown else [])
     if shown is not None:
         summary = summarize_sweep(shown["rows"])
         retrain = None

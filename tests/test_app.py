@@ -165,6 +165,36 @@ def test_sweep_page_runs_salun_over_sparsities_with_retrain(digits_checkpoint):
     assert (table["UA"] > 50).all()  # class 2 forgotten at both sparsities
     assert len(at.session_state["sw_result"]["retrain"]) == 1
 
+    # the address names the sweep's runs: a reload, a shared link or a restarted server shows the same sweep
+    run_ids = at.query_params["run"]
+    assert len(run_ids) == 3  # two SalUn runs and the Retrain reference
+    from pages import ui
+
+    ui.result_store.clear()  # what a restart forgets: only the run store remains
+    again = page("pages/sweep.py")
+    again.query_params["run"] = run_ids
+    again.run()
+    no_traceback(again)
+    assert again.dataframe[0].value.equals(table)
+    assert again.radio(key="pick_class").value == 2
+
+
+def test_a_sweep_opened_by_its_job_address_reattaches(digits_checkpoint):
+    at = choose_digits(page("pages/sweep.py").run(), digits_checkpoint)
+    at.multiselect(key="sw_sparsities").set_value([0.3])
+    at.number_input(key="sw_seeds").set_value(1)
+    at.checkbox(key="sw_retrain").uncheck()
+    at.button(key="sw_run").click().run()
+    job = at.query_params["job"]
+    assert isinstance(job, str)  # while it runs, the address follows the one job
+
+    other_tab = page("pages/sweep.py")
+    other_tab.query_params["job"] = job
+    settle(other_tab.run())
+    no_traceback(other_tab)
+    assert list(other_tab.dataframe[0].value["Sparsity (%)"]) == [30]
+    assert "job" not in other_tab.query_params and isinstance(other_tab.query_params["run"], str)  # one run
+
 
 def test_sweep_page_refuses_more_runs_than_the_limit(digits_checkpoint, monkeypatch):
     monkeypatch.setenv("SALUN_MAX_SWEEP_RUNS", "2")
