@@ -150,14 +150,17 @@ def show_phase(jobs) -> None:
         st.caption(f"phase: {phase}")
 
 
-# A reload or a shared link (?job=KEY) follows the run it names again; the run itself lives in the
-# server's job runner, so leaving the page does not stop it.
+# A reload or a shared link follows the run it names again: ?job=KEY while it runs (the run lives in
+# the server's job runner, so leaving the page does not stop it), ?run=RUN_ID once it is in the run store.
 if "concept_batch" not in st.session_state and "concept_result" not in st.session_state:
     found, lost = ui.links.jobs_in_url()
-    for message in lost:
+    stored, problems = ui.links.runs_in_url()
+    for message in lost + problems:
         st.warning(message)
     if found:
         st.session_state["concept_batch"] = {"entries": [{"label": found[0].label, "job": found[0]}]}
+    elif stored:
+        st.session_state["concept_result"] = (stored[0], None)
 
 if st.button("Forget the concept", type="primary", key="run"):
     st.session_state.pop("concept_result", None)
@@ -186,6 +189,7 @@ elif batch is not None:
     ui.links.show_in_url()
     if job.status == "done":
         st.session_state["concept_result"] = job.result
+        ui.links.show_in_url(runs=[getattr(job.result[0], "run_id", None)])
         if "store_warning" in job.info.get("live", {}):
             st.warning(job.info["live"]["store_warning"])
     else:  # SalunError and CheckpointError explain themselves (how to get the weights, for one)
@@ -195,6 +199,10 @@ elif batch is not None:
 
 if "concept_result" in st.session_state:
     result, saved = st.session_state["concept_result"]
+    if getattr(result, "served_from_store", None):
+        config_text = ", ".join(f"{k} {v!r}" for k, v in result.config.to_dict().items()
+                                if k in ("forget_prompt", "pseudo_prompt", "steps", "lr", "sparsity", "seed"))
+        st.info(f"Run {result.run_id} from the run store: {config_text}.")
     m = result.metrics
     c1, c2, c3 = st.columns(3)
     c1.metric("forget → pseudo distance", f"{m['forget_to_pseudo_after']:.4g}",

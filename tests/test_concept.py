@@ -261,6 +261,15 @@ def test_page_shows_the_plan_runs_the_tiny_flow_and_shows_bad_input_as_an_error(
     labels = [m.label for m in at.metric]
     assert "forget → pseudo distance" in labels and "retain denoising error" in labels
     assert [h.value for h in at.subheader] == ["Is the concept gone?", f"Forget: {FORGET}", f"Retain: {RETAIN[0]}"]
+    shown = {m.label: m.value for m in at.metric}
+
+    # the address names the finished run: a reload or a shared link shows it again, from the run store
+    run_id = at.query_params["run"]
+    again = AppTest.from_file(str(ROOT / "pages" / "concept.py"), default_timeout=60)
+    again.query_params["run"] = run_id
+    again.run()
+    assert not again.exception and {m.label: m.value for m in again.metric} == shown
+    assert any(run_id in i.value and FORGET in i.value for i in again.info)
 
     at.text_input(key="model").set_value(str(ROOT / "no-such-model")).run()
     finish_run(at.button(key="run").click().run())
