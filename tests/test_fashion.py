@@ -204,3 +204,15 @@ def test_fashion_mnist_has_its_own_salun_defaults_declared_with_the_method_and_r
     result = experiment.unlearn("salun", seed=0)
     assert {k: result.params[k] for k in salun.defaults("fashion_mnist", "class")} == salun.defaults("fashion_mnist", "class")
     assert result.metrics["ua"] == 100.0  # the 30 sneakers of this slice are forgotten
+
+
+def test_a_random_share_of_fashion_mnist_has_its_own_relabel_defaults_for_salun_and_rl():
+    from core.methods import get_method
+
+    for name in ("salun", "rl"):
+        method = get_method(name)
+        fashion, digits = method.defaults("fashion_mnist", "random"), method.defaults("mnist5k", "random")
+        assert ("fashion_mnist", "random") in method.overrides  # declared with the method
+        assert fashion["alpha"] > digits["alpha"]  # the retain term weighs more: 6,000 images are relabelled
+        assert method.defaults("fashion_mnist", "indices") == fashion  # an index list is forgotten the same way
+        assert method.defaults("fashion_mnist", "class") != fashion

@@ -230,8 +230,15 @@ RELABEL_NOT_CLASS = {"epochs": 2, "alpha": 8.0, "retain_batch_size": 256}
 # mnist5k's, so one pass over it is already 94 steps; one epoch forgets the class (UA 100) with RA within a
 # point of the original, at a fifth of the cost of five.
 RELABEL_FASHION_CLASS = {"epochs": 1}
+# A random 10% of Fashion-MNIST is 6,000 images the model already fits: random labels on them damage the
+# kept data quickly, so the retain term must weigh far more than on mnist5k. Measured (seed 0, shipped model;
+# original UA 3.17, RA 97.20, TA 92.35): α 8 cost 5.9 points of RA and 3.8 of TA; α 32 with lr 2e-3 keeps RA
+# and TA within 1 point (96.25, 92.10) at UA 4.23; a second epoch only repairs RA, it does not raise UA.
+RELABEL_FASHION_NOT_CLASS = {"epochs": 1, "alpha": 32.0, "lr": 2e-3}
 RELABEL_OVERRIDES = {("*", "random"): RELABEL_NOT_CLASS, ("*", "indices"): RELABEL_NOT_CLASS,
-                     ("fashion_mnist", "class"): RELABEL_FASHION_CLASS}
+                     ("fashion_mnist", "class"): RELABEL_FASHION_CLASS,
+                     ("fashion_mnist", "random"): RELABEL_FASHION_NOT_CLASS,
+                     ("fashion_mnist", "indices"): RELABEL_FASHION_NOT_CLASS}
 
 for _method in [
     Method("salun", "SalUn", "Random labels on the forget set plus retain loss, moving only salient weights.",
