@@ -18,8 +18,9 @@ from plotly.subplots import make_subplots
 
 RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"
 ABLATION_SUMMARY = RESULTS / "mask_ablation_summary.json"
-BASELINES_CONFIRM = RESULTS / "baselines_tune_confirm.json"
-RETRAIN_REFS = RESULTS / "retrain_refs.json"
+DEFAULT_LR = 1e-3  # SalUn's and RL's default learning rate for every forget kind on mnist5k
+# The baselines' defaults before bench/bench_baselines_tune.py tuned them (ℓ1-sparse's old α is off its grid).
+OLD_DEFAULTS = {"ga": {"lr": 1e-3, "epochs": 3}, "ft": {"lr": 0.02, "epochs": 2}, "ssd": {"alpha": 10, "dampening": 1.0}}
 METHOD_LABELS = {"salun": "SalUn", "rl": "RL", "ga": "GA", "ft": "FT", "l1_sparse": "ℓ1-sparse", "ssd": "SSD"}
 # Differences smaller than the spread over seeds are not findings; this many standard deviations apart is.
 CLEAR = 2.0
@@ -132,32 +133,60 @@ def layer_shares(summary: dict, forget: str, sparsity: str = "0.05") -> list[dic
             for name, v in rec["layers"][sparsity].items()]
 
 
-def baseline_table(confirm_path: Path | None = None, refs_path: Path | None = None) -> list[dict]:
-    """Mean over seeds of each method's confirmation runs (tuned baselines, SalUn, RL), per target."""
-    confirm_path, refs_path = confirm_path or BASELINES_CONFIRM, refs_path or RETRAIN_REFS
-    if not confirm_path.is_file():
-        return []
-    records = json.loads(confirm_path.read_text())
-    refs = json.loads(refs_path.read_text()) if refs_path.is_file() else []
+def _read(path: Path) -> list:
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
+def _setting(point: dict) -> str:
+    return ", ".join(f"{k} {v:g}" for k, v in point.items())
+
+
+def baseline_table(results: Path | None = None) -> list[dict]:
+    """Mean ± std over seeds per forget target: Retrain, SalUn and RL at their defaults (the ablation's
+    runs at lr 1e-3), each baseline at its tuned setting, and each baseline's old default (the grid's
+    seed-0 run at that point, where the grid has it)."""
+    results = results or RESULTS
+    confirm = _read(results / "baselines_tune_confirm.json")
+    refs = _read(results / "retrain_refs.json")
+    ablation = _read(results / "mask_ablation.json")
+    grid = _read(results / "baselines_tune_grid.json")
     out = []
-    for forget in sorted({r["forget"] for r in records}):
-        seeds = sorted({r["seed"] for r in records if r["forget"] == forget})
+    for forget in sorted({r["forget"] for r in confirm}):
+        seeds = sorted({r["seed"] for r in confirm if r["forget"] == forget})
         ref = [r["metrics"] for r in refs if r["forget"] == forget and r["seed"] in seeds]
         if ref:
-            out.append(_row(forget, "Retrain", ref, [0.0] * len(ref)))
-        for method in METHOD_LABELS:
-            for setting in ("default", "tuned"):
-                rows = [r for r in records if r["forget"] == forget and r["method"] == method
-                        and r["setting"] == setting]
-                if rows:
-                    label = METHOD_LABELS[method] + {"tuned": " (tuned)", "default": ""}[setting] \
-                        if method in ("salun", "rl") or setting == "tuned" else METHOD_LABELS[method] + " (old default)"
-                    out.append(_row(forget, label, [r["metrics"] for r in rows], [r["avg_gap"] for r in rows]))
+            out.append(_row(forget, "Retrain", "the original's recipe", ref, [0.0] * len(ref)))
+        for method in ("salun", "rl"):
+            rows = [r for r in ablation if r["stage"] == "lr" and r["forget"] == forget and r["method"] == method
+                    and r["lr"] == DEFAULT_LR and r["seed"] in seeds]
+            if rows:
+                out.append(_row(forget, METHOD_LABELS[method], "default", [r["metrics"] for r in rows],
+                                [r["avg_gap"] for r in rows]))
+        for method in ("ga", "ft", "l1_sparse", "ssd"):
+            rows = [r for r in confirm if r["forget"] == forget and r["method"] == method]
+            ok = [r for r in rows if "metrics" in r]
+            if ok:
+                row = _row(forget, METHOD_LABELS[method] + " (tuned)", _setting(ok[0]["point"]),
+                           [r["metrics"] for r in ok], [r["avg_gap"] for r in ok])
+                row["diverged"] = len(rows) - len(ok)
+                out.append(row)
+            old = next((r for r in grid if r["forget"] == forget and r["method"] == method
+                        and r["point"] == OLD_DEFAULTS.get(method) and "metrics" in r), None)
+            if old:
+                out.append(_row(forget, METHOD_LABELS[method] + " (old default, seed 0)", _setting(old["point"]),
+                                [old["metrics"]], [old["avg_gap"]]))
     return out
 
 
-def _row(forget: str, label: str, metrics: list[dict], gaps: list[float]) -> dict:
-    row = {"forget": forget, "method": label, "seeds": len(metrics)}
+def ordering(rows: list[dict], forget: str) -> list[str]:
+    """Methods (SalUn, RL, tuned baselines) from closest to Retrain to furthest, by mean Avg. Gap."""
+    chosen = [r for r in rows if r["forget"] == forget and r["method"] not in ("Retrain",)
+              and "old default" not in r["method"]]
+    return [r["method"].replace(" (tuned)", "") for r in sorted(chosen, key=lambda r: r["Avg. Gap"])]
+
+
+def _row(forget: str, label: str, setting: str, metrics: list[dict], gaps: list[float]) -> dict:
+    row = {"forget": forget, "method": label, "setting": setting, "seeds": len(metrics)}
     for key, name in (("ua", "UA"), ("ra", "RA"), ("ta", "TA"), ("mia_efficacy", "MIA-Efficacy")):
         row[name] = statistics.mean(m[key] for m in metrics)
     row["Avg. Gap"] = statistics.mean(gaps)
