@@ -8,6 +8,9 @@ Retrain's cost grows with the data kept; SalUn's with the data forgotten (about 
 
     .venv/bin/python bench/bench_scaling.py [--sizes 5000 15000 30000 60000] [--forget class:7]
 
+Sizes run in the order given and the table is rewritten after each, so a stopped run keeps what it
+measured (put 60000 first when bench_fashion.py has already run Retrain there).
+
 Writes bench/results/scaling.txt (table), bench/results/scaling.csv (the figure's data, which the app
 draws with core.classification.plots.scaling_figure) and bench/results/scaling.html (the figure; also
 scaling.png when kaleido can render it). Runs at 60,000 are shared with bench_fashion.py.
@@ -76,24 +79,30 @@ def run_at(n: int, forget: str, method: str, epochs: int | None = None) -> dict:
     return cached(run_key(n, forget, method, 0, 0, epochs), compute)
 
 
-def measure(sizes: list[int], forget: str, retrain_only: bool = False, epochs: int | None = None) -> list[dict]:
-    for n in sizes:  # every original and Retrain first: they do not depend on SalUn's settings
-        run_at(n, forget, "retrain", epochs)
+def measure(sizes: list[int], forget: str, retrain_only: bool = False, epochs: int | None = None,
+            on_row=None) -> list[dict]:
+    """One row per size, in the order given (pass finished sizes first: their runs are reused); after every
+    size `on_row(rows so far)`, so a run stopped part way still leaves its table."""
     if retrain_only:
+        for n in sizes:
+            run_at(n, forget, "retrain", epochs)
         return []
+    full = load_dataset("fashion_mnist")
+    forgotten_class = int(forget.split(":")[1])
     rows = []
     for n in sizes:
         retrain, salun = run_at(n, forget, "retrain", epochs), run_at(n, forget, "salun", epochs)
-        row = {"n_train": n, "n_forget": None, "salun_cpu_s": salun["cpu_seconds"],
-               "retrain_cpu_s": retrain["cpu_seconds"], "salun_wall_s": salun["rte_seconds"],
-               "retrain_wall_s": retrain["rte_seconds"], "avg_gap": avg_gap(salun, retrain),
+        subset_labels = full.train_y[torch.as_tensor(nested_subset(len(full.train_y), n))]
+        row = {"n_train": n, "n_forget": int((subset_labels == forgotten_class).sum()),
+               "salun_cpu_s": salun["cpu_seconds"], "retrain_cpu_s": retrain["cpu_seconds"],
+               "salun_wall_s": salun["rte_seconds"], "retrain_wall_s": retrain["rte_seconds"],
+               "avg_gap": avg_gap(salun, retrain),
                **{f"salun_{k}": salun[k] for k in KEYS}, **{f"retrain_{k}": retrain[k] for k in KEYS}}
-        full = load_dataset("fashion_mnist")
-        k = int(forget.split(":")[1])
-        row["n_forget"] = int((full.train_y[torch.as_tensor(nested_subset(len(full.train_y), n))] == k).sum())
         rows.append(row)
         print(f"n={n:>6} forget {row['n_forget']:>5}: SalUn {row['salun_cpu_s']:7.1f} CPU s, Retrain "
               f"{row['retrain_cpu_s']:7.1f} CPU s, Avg. Gap {row['avg_gap']:.2f}", flush=True)
+        if on_row:
+            on_row(sorted(rows, key=lambda r: r["n_train"]))
     return rows
 
 
@@ -137,10 +146,10 @@ def main(argv=None) -> int:
     bench_fashion.set_mia_samples(args.mia_samples)
     torch.set_num_threads(args.threads)
     started = time.time()
-    rows = measure(sorted(args.sizes), args.forget, args.retrain_only, args.epochs)
+    rows = measure(args.sizes, args.forget, args.retrain_only, args.epochs,
+                   on_row=lambda rows: write_results(rows, args.forget, args.epochs))
     if not rows:
         return 0
-    write_results(rows, args.forget, args.epochs)
     print(f"total wall time of this invocation {time.time() - started:.0f} s (finished runs are reused)")
     return 0
 
