@@ -22,8 +22,11 @@ sha256 is the tag `salun.manifest_sha256`. A run whose files do not match is mar
 through `on_damaged`), and runs it again.
 
 A config is served from the store only when the model files it reads are the same bytes as when it
-was stored (`salun.inputs`), so retraining the shipped model never serves a stale result; the code
-version is recorded but not matched.
+was stored (`salun.inputs`), the code that computes it is the same (`salun.code`: the sha256 of the
+modules that decide a run's numbers, and the torch version) and the method's settings resolve the same
+way (`salun.method`: its defaults for this dataset and target, and its source file), so retraining the
+shipped model, editing a method or changing its defaults never serves a stale result. The git commit
+is recorded but not matched (a commit that touches only a page keeps the stored runs).
 
 Speed: importing MLflow and opening its SQLite database costs seconds (see README), so only writing
 imports it. Finding and loading runs in the embedded store reads its SQLite database and artifact
@@ -171,6 +174,69 @@ def input_hashes(config) -> dict[str, str]:
 
 def inputs_key(config) -> str:
     return hashlib.sha256(json.dumps(input_hashes(config), sort_keys=True).encode()).hexdigest()
+
+
+# The modules whose code decides a run's numbers, by kind: an edit to any of them makes the stored runs
+# of that kind stale (they are computed again on the next request). Pages, plots and the CLI are left
+# out: changing how a result is shown does not change the result.
+CODE_MODULES = {
+    "classification": ("core/data.py", "core/saliency.py", "core/steps.py", "core/checkpoint.py", "core/config.py",
+                       "core/classification/experiment.py", "core/classification/methods.py",
+                       "core/classification/training.py", "core/classification/models.py",
+                       "core/classification/metrics.py", "core/methods/registry.py", "core/methods/params.py"),
+    "generation": ("core/data.py", "core/saliency.py", "core/steps.py", "core/checkpoint.py", "core/config.py",
+                   "core/diffusion/run.py", "core/diffusion/methods.py", "core/diffusion/training.py",
+                   "core/diffusion/model.py", "core/diffusion/metrics.py", "core/classification/models.py",
+                   "core/classification/training.py", "core/methods/registry.py", "core/methods/params.py"),
+    "concept": ("core/saliency.py", "core/steps.py", "core/checkpoint.py", "core/concept/run.py",
+                "core/concept/training.py", "core/concept/pipeline.py", "core/concept/evaluation.py"),
+}
+
+
+def code_key(kind: str) -> str:
+    """sha256 of the modules that compute a run of `kind` (CODE_MODULES) and of the torch version."""
+    import torch
+
+    digest = hashlib.sha256(f"torch {torch.__version__}\n".encode())
+    for name in CODE_MODULES[kind]:
+        path = REPO_ROOT / name
+        digest.update(f"{name}:{file_sha256(path) if path.is_file() else 'missing'}\n".encode())
+    return digest.hexdigest()
+
+
+def method_key(config) -> str:
+    """sha256 of what the config's method runs with unless the config says otherwise: its declared
+    settings with their defaults for this dataset and kind of target, and its source file (a plugin's
+    module lies outside CODE_MODULES). Changed defaults (an edited declaration, an override added at
+    run time) make the stored runs stale even where the config leaves the setting unset."""
+    kind = kind_of(config)
+    if kind == "concept":
+        return "concept"
+    import inspect
+
+    from core.methods import get_method
+
+    family = "classification" if kind == "classification" else "generation"
+    try:
+        spec = get_method(config.method, family)
+    except SalunError:  # a method this process does not know: nothing stored can match it
+        return "unknown:" + str(config.method)
+    forget_kind = str(config.forget).split(":", 1)[0]
+    dataset = getattr(config, "dataset", None) or "*"
+    try:
+        source = inspect.getsourcefile(spec.run)
+        source_hash = file_sha256(Path(source)) if source else "none"
+    except (TypeError, OSError):
+        source_hash = "none"
+    declaration = {"name": spec.name, "mask": spec.mask, "defaults": spec.defaults(dataset, forget_kind),
+                   "params": sorted(p.name for p in spec.params), "source": source_hash}
+    return hashlib.sha256(json.dumps(declaration, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def reuse_keys(config) -> dict[str, str]:
+    """The tags a stored run must carry to answer `config`: same config, inputs, code and method."""
+    return {"salun.config_key": config_key(config), "salun.inputs": inputs_key(config),
+            "salun.code": code_key(kind_of(config)), "salun.method_key": method_key(config)}
 
 
 _git_commit: list = []
@@ -371,7 +437,7 @@ def _losses_of(result) -> list[float]:
 
 def _tags_of(result, config) -> dict[str, str]:
     hashes = input_hashes(config)
-    tags = {"salun.kind": kind_of(result), "salun.config_key": config_key(config), "salun.inputs": inputs_key(config),
+    tags = {"salun.kind": kind_of(result), **reuse_keys(config),
             "salun.model_sha256": hashes.get("model", ""), "salun.seed": str(config.seed),
             **code_version()}
     if kind_of(result) == "concept":
@@ -514,13 +580,15 @@ class RunStore:
         return RunInfo(run.info.run_id, run.info.status, run.info.lifecycle_stage, run.info.artifact_uri,
                        run.info.start_time or 0, dict(run.data.tags), dict(run.data.params), dict(run.data.metrics))
 
-    def run_ids(self, config_key: str | None = None, inputs: str | None = None) -> list[str]:
-        """Finished, not deleted runs of the store (with this config key and inputs), newest first."""
+    def run_ids(self, config_key: str | None = None, inputs: str | None = None, **tags: str) -> list[str]:
+        """Finished, not deleted runs of the store (with this config key and inputs, and these other
+        tags: `run_ids(**{"salun.code": ...})`), newest first."""
+        wanted = [("salun.config_key", config_key), ("salun.inputs", inputs), *tags.items()]
         if self._uses_sql():
             query = ("SELECT r.run_uuid FROM runs r JOIN tags k ON k.run_uuid = r.run_uuid AND k.key = 'salun.kind' "
                      "WHERE r.status = 'FINISHED' AND r.lifecycle_stage = 'active'")
             args = []
-            for key, value in (("salun.config_key", config_key), ("salun.inputs", inputs)):
+            for key, value in wanted:
                 if value is not None:
                     query += " AND EXISTS (SELECT 1 FROM tags t WHERE t.run_uuid = r.run_uuid AND t.key = ? AND t.value = ?)"
                     args += [key, value]
@@ -530,7 +598,7 @@ class RunStore:
         if not ids:
             return []
         terms = ["attributes.status = 'FINISHED'"]
-        terms += [f"tags.`{k}` = '{v}'" for k, v in (("salun.config_key", config_key), ("salun.inputs", inputs)) if v]
+        terms += [f"tags.`{k}` = '{v}'" for k, v in wanted if v]
         runs = client.search_runs(ids, " and ".join(terms), order_by=["attributes.start_time DESC"], max_results=5000)
         return [r.info.run_id for r in runs]
 
@@ -650,13 +718,18 @@ class RunStore:
         kind = info.tags["salun.kind"]
         result = READERS[kind](self, folder)
         result.run_id = run_id
+        # what the app labels "cached": this result was read back, not computed for the request
+        result.served_from_store = {"run_id": run_id, "source": info.tags.get("salun.source", ""),
+                                    "stored_at": info.start_time}
         return result
 
     def find(self, config, on_damaged=None):
-        """The newest intact stored result of `config` on the same input files, or None. A damaged one
-        is dropped, `on_damaged(reason)` is told ("stored run ID: model.safetensors does not match its
-        checksum"; else it is logged), and the next one is tried."""
-        for run_id in self.run_ids(config_key(config), inputs_key(config)):
+        """The newest intact stored result of `config` on the same input files, code and method
+        settings (`reuse_keys`), or None. A damaged one is dropped, `on_damaged(reason)` is told
+        ("stored run ID: model.safetensors does not match its checksum"; else it is logged), and the
+        next one is tried."""
+        keys = reuse_keys(config)
+        for run_id in self.run_ids(keys.pop("salun.config_key"), keys.pop("salun.inputs"), **keys):
             try:
                 return self.load(run_id)
             except DamagedRunError as exc:

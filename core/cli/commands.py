@@ -1,6 +1,6 @@
 """Command line over core/: every experiment the app runs, headless.
 
-    python -m core.cli train | unlearn | mask | audit | train-gen | unlearn-gen | eval-gen | unlearn-concept | runs
+    python -m core.cli train | unlearn | mask | audit | train-gen | unlearn-gen | eval-gen | unlearn-concept | runs | warm
 
 Errors a user can cause print one line on stderr and exit with status 2. With --json the last line
 of stdout is one JSON object.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from core.cli import audit, classify, concept, generation, runs, sweep
+from core.cli import audit, classify, concept, generation, runs, sweep, warm
 from core.cli.checks import OneLineParser, check_options, json_line, operator_limits
 from core.cli.common import EXIT_USER_ERROR, plugin_specs
 from core.errors import CancelledError, SalunError
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_commands(sub)
     sweep.add_commands(sub)
     runs.add_commands(sub)
+    warm.add_commands(sub)
     return parser
 
 

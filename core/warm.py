@@ -1,0 +1,144 @@
+"""The warm store: reference runs computed ahead, so a visitor's first click is answered at once.
+
+    python -m core.cli warm                      # Retrain and SalUn, defaults, every class of the shipped digit model
+    python -m core.cli warm --classes 3 --methods salun
+
+For every class of the shipped model it runs each method with the settings the app's pages ask for
+(`default_run_config`: the method's declared defaults, Retrain's the original model's own recipe, seed
+0) and records the result in the ordinary run store (core/store.py, `$SALUN_HOME`, tag
+`salun.source = warm`). Nothing new is cached anywhere else: the app's lookup (ResultStore.get ->
+RunStore.find) finds these runs by the same keys as any other, so a warm run is served only while its
+config, the model files (sha256), the code that computes it (`salun.code`) and the method's defaults
+(`salun.method_key`) are all unchanged; otherwise the visitor's click computes it afresh. A run
+already stored under the current keys is skipped, so the command is cheap to repeat (`make warm`).
+
+Same run, same numbers: a warm run is computed exactly as the app computes it (`core.classification.
+experiment.run` on the same config) with torch's threads set as the app's job runner sets them
+(cores // max_concurrent_jobs), because the last bits of a run can depend on the thread count.
+
+The runs are not committed to the repository: each is a model and a mask (about 1 MB), 20 of them per
+dataset, and they are stale as soon as the code changes. `make app` computes the missing ones first.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+WARM_DATASETS = ("mnist5k",)
+WARM_METHODS = ("salun", "retrain")  # Start here runs SalUn; Unlearn & compare runs SalUn and Retrain
+SOURCE = "warm"
+
+
+def app_threads() -> int:
+    """Torch threads per run in the app: what core.jobs.JobRunner sets for the operator's limits."""
+    from core.limits import load_limits
+
+    return max(1, (os.cpu_count() or 1) // max(1, int(load_limits().max_concurrent_jobs)))
+
+
+def default_run_config(exp, method: str, seed: int = 0, sparsity: float | None = None,
+                       checkpoint: str | None = None, data_root: str | None = None):
+    """The config the app's pages build for `method` with its default settings on `exp`'s target
+    (pages/ui/settings.py: make_config with default_settings): the primary settings written out,
+    sparsity only where a mask is used. Equal configs are what make a stored run findable."""
+    from core.classification.experiment import RunConfig
+    from core.methods import get_method
+    from core.saliency import DEFAULT_SPARSITY
+
+    spec = get_method(method)
+    defaults = exp.method_defaults(method)
+    primary = {p.name: p.type(defaults[p.name]) for p in spec.params if p.primary}
+    named = {k: primary.get(k) for k in ("epochs", "lr", "alpha")}
+    options = {k: v for k, v in primary.items() if k not in named}
+    return RunConfig(dataset=exp.dataset.name, forget=str(exp.split.target), method=spec.name,
+                     sparsity=float(DEFAULT_SPARSITY if sparsity is None else sparsity) if spec.uses_mask()
+                     else DEFAULT_SPARSITY, seed=int(seed), **named, options=options, masked=False,
+                     checkpoint=checkpoint, data_root=data_root)
+
+
+@dataclass
+class WarmRun:
+    config: object
+    status: str  # "stored" (already there), "computed", "failed"
+    seconds: float
+    run_id: str | None = None
+    message: str = ""
+
+
+def warm(datasets=WARM_DATASETS, classes=None, methods=WARM_METHODS, seed: int = 0, recompute: bool = False,
+         threads: int | None = None, store=None, report: Callable[[WarmRun], None] | None = None,
+         checkpoint: str | None = None) -> list[WarmRun]:
+    """Compute and record every (dataset, class, method) not yet in the run store under the current
+    keys; returns what was done for each. `classes`: class indices (default: all of the dataset).
+    `checkpoint`: another original model than the dataset's shipped one."""
+    import torch
+
+    from core import store as stores
+    from core.classification.experiment import Experiment, RunConfig, run
+    from core.data import load_dataset
+
+    runs = store or stores.default_store()
+    torch.set_num_threads(int(threads or app_threads()))
+    done: list[WarmRun] = []
+    for dataset in datasets:
+        wanted = range(len(load_dataset(dataset).class_names)) if classes is None else classes
+        for k in wanted:
+            exp = None
+            for method in methods:
+                start = time.perf_counter()
+                if exp is None:
+                    exp = Experiment.from_config(RunConfig(dataset=dataset, forget=f"class:{int(k)}", seed=0,
+                                                           checkpoint=checkpoint))
+                config = default_run_config(exp, method, seed, checkpoint=checkpoint)
+                found = None if recompute else runs.find(config)
+                if found is not None:
+                    item = WarmRun(config, "stored", time.perf_counter() - start, found.run_id)
+                else:
+                    try:
+                        result = run(config, experiment=exp)
+                        run_id = runs.log(result, SOURCE)
+                        item = WarmRun(config, "computed", time.perf_counter() - start, run_id)
+                    except Exception as exc:  # one failed run must not stop the others; it is reported
+                        item = WarmRun(config, "failed", time.perf_counter() - start, None, f"{type(exc).__name__}: {exc}")
+                done.append(item)
+                if report is not None:
+                    report(item)
+    return done
+
+
+def same_run(stored, fresh) -> dict[str, bool]:
+    """Whether a stored result and a fresh computation of the same config agree: every metric but the
+    wall time, every step's loss, the unlearned weights and the mask, bit for bit."""
+    from core.checkpoint import state_checksum
+
+    def numbers(result):
+        return {k: v for k, v in result.metrics.items() if k != "rte_seconds"}
+
+    masks = (stored.mask is None and fresh.mask is None) or (
+        stored.mask is not None and fresh.mask is not None and set(stored.mask) == set(fresh.mask)
+        and all(bool((stored.mask[n].cpu() == fresh.mask[n].cpu()).all()) for n in stored.mask))
+    return {"config": stored.config == fresh.config, "metrics": numbers(stored) == numbers(fresh),
+            "losses": list(stored.losses) == list(fresh.losses),
+            "weights": state_checksum(stored.model) == state_checksum(fresh.model), "mask": masks}
+
+
+def verify(dataset: str = "mnist5k", forget_class: int = 3, method: str = "salun", seed: int = 0,
+           threads: int | None = None, store=None, checkpoint: str | None = None) -> dict:
+    """Compute one warm run afresh and compare it with the stored one (warming it first if missing)."""
+    import torch
+
+    from core import store as stores
+    from core.classification.experiment import Experiment, RunConfig, run
+
+    runs = store or stores.default_store()
+    warm((dataset,), [forget_class], (method,), seed, threads=threads, store=runs, checkpoint=checkpoint)
+    torch.set_num_threads(int(threads or app_threads()))
+    exp = Experiment.from_config(RunConfig(dataset=dataset, forget=f"class:{int(forget_class)}", seed=0,
+                                           checkpoint=checkpoint))
+    config = default_run_config(exp, method, seed, checkpoint=checkpoint)
+    stored = runs.find(config)
+    fresh = run(config, experiment=exp)
+    return {"run_id": stored.run_id, **same_run(stored, fresh)}

@@ -1,0 +1,106 @@
+"""The warm store: reference runs computed ahead and served to the first visitor are the same runs a
+fresh computation gives, and stop being served when the model, the code or a method's defaults change."""
+
+import pytest
+
+from core import store
+from core.checkpoint import state_checksum
+
+
+def restart():
+    """What a new process starts with: no cached results, no open MLflow client."""
+    store._stores.clear()
+    store._file_hashes.clear()
+
+
+@pytest.fixture(scope="module")
+def warmed(digits_checkpoint, tmp_path_factory):
+    """SalUn with its default settings, class 2 of the digits model, computed by `warm` into a store
+    of this module's own (computed once: the tests below only read it)."""
+    from core.warm import warm
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SALUN_HOME", str(tmp_path_factory.mktemp("warm_home")))
+        done = warm(("digits",), [2], ("salun",), checkpoint=str(digits_checkpoint), threads=2)
+        assert [item.status for item in done] == ["computed"]
+        restart()
+        yield done[0]
+    restart()
+
+
+def test_a_warm_run_is_served_and_equals_a_fresh_computation(warmed, digits_checkpoint):
+    from core.classification.experiment import Experiment, RunConfig, run
+    from core.warm import same_run
+
+    served = store.ResultStore().get(warmed.config)
+    assert served is not None and served.run_id == warmed.run_id
+    assert served.served_from_store["source"] == "warm"  # what the app labels "cached"
+    exp = Experiment.from_config(RunConfig(dataset="digits", forget="class:2", checkpoint=str(digits_checkpoint)))
+    fresh = run(warmed.config, experiment=exp)
+    assert same_run(served, fresh) == {"config": True, "metrics": True, "losses": True, "weights": True, "mask": True}
+    assert state_checksum(served.model) == state_checksum(fresh.model)
+
+
+def test_warming_again_computes_nothing(warmed, digits_checkpoint):
+    from core.warm import warm
+
+    again = warm(("digits",), [2], ("salun",), checkpoint=str(digits_checkpoint), threads=2)
+    assert [(item.status, item.run_id) for item in again] == [("stored", warmed.run_id)]
+
+
+def test_changed_method_defaults_or_code_make_a_warm_run_stale(warmed):
+    from core.methods import get_method
+
+    assert store.find(warmed.config) is not None
+    with pytest.MonkeyPatch.context() as patch:
+        # a default the config does not write out (the retain batch), changed: the stored run no longer answers
+        patch.setitem(get_method("salun").overrides, ("digits", "class"), {"retain_batch_size": 64})
+        assert store.find(warmed.config) is None
+    assert store.find(warmed.config) is not None
+    with pytest.MonkeyPatch.context() as patch:
+        # a module that computes runs, edited (here: one more module counted as such)
+        patch.setitem(store.CODE_MODULES, "classification", store.CODE_MODULES["classification"] + ("core/warm.py",))
+        assert store.find(warmed.config) is None
+
+
+def test_a_changed_model_file_makes_a_warm_run_stale(warmed, digits_checkpoint, tmp_path):
+    import shutil
+    from dataclasses import replace
+
+    copy = tmp_path / "digits_small_cnn.safetensors"
+    shutil.copy(digits_checkpoint, copy)
+    shutil.copy(digits_checkpoint.with_suffix(".json"), copy.with_suffix(".json"))
+    moved = replace(warmed.config, checkpoint=str(copy))
+    assert store.find(moved) is None  # another path: another config (and the same bytes would not be enough)
+    sidecar = digits_checkpoint.with_suffix(".json")
+    original = sidecar.read_text()
+    try:
+        sidecar.write_text(original.replace("}", ', "note": "retrained"}', 1) if original.rstrip().endswith("}") else original)
+        restart()
+        assert store.find(warmed.config) is None
+    finally:
+        sidecar.write_text(original)
+        restart()
+
+
+def test_the_warm_configs_are_the_configs_the_app_builds(digits_experiment, digits_checkpoint):
+    from core.methods import methods
+    from core.warm import default_run_config
+    from pages.ui.picker import Target
+    from pages.ui.settings import default_settings, make_config
+
+    target = Target("digits", "class:2", str(digits_checkpoint), None, 0)
+    for method in methods("classification"):
+        app = make_config(target, method, 0, 0.5, **default_settings(digits_experiment, method))
+        assert default_run_config(digits_experiment, method, 0, checkpoint=str(digits_checkpoint)) == app, method
+
+
+def test_warm_refuses_bad_options_in_one_line(capsys):
+    from core.cli import main
+
+    for argv, said in ((["warm", "--classes", "x"], "--classes"), (["warm", "--classes", "10"], "classes 0-9"),
+                       (["warm", "--methods", "nope"], "unknown method"), (["warm", "--datasets", "nope"], "unknown dataset"),
+                       (["warm", "--verify", "-1"], "--verify")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and said in err[0], (argv, err)
