@@ -192,7 +192,7 @@ class JobRunner:
         try:
             if job.remote is not None:
                 task, args, *after = job.remote
-                result = self.remote.run(task, args, cancelled=job._cancel.is_set)
+                result = self.remote.run(task, args, cancelled=job._cancel.is_set, progress=job.report)
                 job.result = after[0](result) if after else result
             else:
                 job.result = job._fn(job.report)

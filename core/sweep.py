@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import json
 import multiprocessing
 import os
@@ -182,9 +183,10 @@ _EXPERIMENTS: OrderedDict = OrderedDict()  # per process: dataset, model and for
 _EXPERIMENTS_LOCK = threading.Lock()  # the app may drive two sweeps from two job threads
 
 
-def run_task(config: dict, threads: int, device: str = "cpu"):
+def run_task(config: dict, threads: int, device: str = "cpu", progress: Callable | None = None):
     """Run one config; returns its RunResult with the model on the CPU (it travels to the driver).
-    Consecutive tasks on the same forget set and seed share the loaded data, model and gradients."""
+    Consecutive tasks on the same forget set and seed share the loaded data, model and gradients.
+    `progress(done, total, loss)`: each step, as the methods report it."""
     import torch
 
     from core.classification.experiment import RunConfig
@@ -193,7 +195,7 @@ def run_task(config: dict, threads: int, device: str = "cpu"):
     config = RunConfig.from_dict(config)
     experiment = experiment_for(config, device)
     result = experiment.unlearn(config.method, seed=config.seed, sparsity=config.sparsity, masked=config.masked,
-                                config=config, **config.overrides())
+                                config=config, progress=progress, **config.overrides())
     result.model = result.model.cpu()
     if result.mask is not None:
         result.mask = {name: m.cpu() for name, m in result.mask.items()}
@@ -650,28 +652,79 @@ class RayJobs:
                 ray.init(address=self.address, logging_level="WARNING", log_to_driver=False)
         return ray
 
-    def run(self, task: Callable, args: tuple, cancelled: Callable[[], bool], cpus: int = DEFAULT_THREADS_PER_RUN):
+    def run(self, task: Callable, args: tuple, cancelled: Callable[[], bool], cpus: int = DEFAULT_THREADS_PER_RUN,
+            progress: Callable | None = None):
         """`task(*args)` on the cluster; polls `cancelled()` while it runs and cancels the task if so
-        (then raises core.errors.CancelledError)."""
+        (then raises core.errors.CancelledError). A task that takes `progress=` reports its steps
+        through a small actor, which this thread polls and passes on to `progress(done, total, loss)`."""
         from core.errors import CancelledError
 
         ray = self.connect()
-        ref = ray.remote(num_cpus=cpus, max_retries=0)(_ray_apply).remote(task, args)
-        while True:
-            ready, _ = ray.wait([ref], num_returns=1, timeout=0.5)
-            if ready:
+        box = None
+        if progress is not None and "progress" in inspect.signature(task).parameters:
+            box = ray.remote(num_cpus=0)(_ProgressBox).remote()
+            ref = ray.remote(num_cpus=cpus, max_retries=0)(_ray_apply_reporting).remote(task, args, box)
+        else:
+            ref = ray.remote(num_cpus=cpus, max_retries=0)(_ray_apply).remote(task, args)
+        try:
+            while True:
+                ready, _ = ray.wait([ref], num_returns=1, timeout=0.5)
                 try:
-                    return ray.get(ref)
-                except ray.exceptions.RayTaskError as exc:
-                    cause = getattr(exc, "cause", None)
-                    raise (cause if isinstance(cause, Exception) else exc) from None
-            if cancelled():
-                ray.cancel(ref, force=True)
-                raise CancelledError("cancelled; the run on the Ray cluster was stopped")
+                    for step in ray.get(box.take.remote()) if box is not None else ():
+                        progress(*step)
+                except CancelledError:
+                    pass  # the job's own progress refuses once it is cancelled: stopped below
+                if ready:
+                    try:
+                        return ray.get(ref)
+                    except ray.exceptions.RayTaskError as exc:
+                        cause = getattr(exc, "cause", None)
+                        raise (cause if isinstance(cause, Exception) else exc) from None
+                if cancelled():
+                    ray.cancel(ref, force=True)
+                    raise CancelledError("cancelled; the run on the Ray cluster was stopped")
+        finally:
+            if box is not None:
+                ray.kill(box)
+
+
+class _ProgressBox:
+    """Made a Ray actor by RayJobs.run: the steps a task has reported since the driver last looked."""
+
+    def __init__(self):
+        self.steps = []
+
+    def put(self, steps: list) -> None:
+        self.steps.extend(steps)
+
+    def take(self) -> list:
+        steps, self.steps = self.steps, []
+        return steps
 
 
 def _ray_apply(task: Callable, args: tuple):
     return task(*args)
+
+
+def _ray_apply_reporting(task: Callable, args: tuple, box, every: float = 0.25):
+    """`task(*args, progress=...)`, its steps sent to `box` in batches at most every `every` seconds."""
+    pending, last = [], [time.monotonic()]
+
+    def flush():
+        if pending:
+            box.put.remote(list(pending))
+            pending.clear()
+        last[0] = time.monotonic()
+
+    def progress(done, total, loss):
+        pending.append((int(done), int(total), float(loss)))
+        if time.monotonic() - last[0] >= every or done >= total:
+            flush()
+
+    try:
+        return task(*args, progress=progress)
+    finally:
+        flush()
 
 
 def ray_address_from_env(environ=None) -> str | None:

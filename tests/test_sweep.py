@@ -203,6 +203,8 @@ def test_job_runner_on_ray_gives_the_local_result_keeps_queue_positions_and_canc
     assert slow.wait(30) and slow.status == CANCELLED
     assert run.wait(120) and run.status == DONE, run.message
     assert kept == [run.result]  # `after` ran here, on the result
+    done, total, loss = run.progress  # the steps on the cluster were reported here, as a local run's are
+    assert total > 0 and done == total and len(run.losses) == total and loss == loss
     import torch
 
     threads = torch.get_num_threads()
