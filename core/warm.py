@@ -142,3 +142,84 @@ def verify(dataset: str = "mnist5k", forget_class: int = 3, method: str = "salun
     stored = runs.find(config)
     fresh = run(config, experiment=exp)
     return {"run_id": stored.run_id, **same_run(stored, fresh)}
+
+
+# --- the Diffusion page's before-grid: what the original generator draws, per seed and guidance ----
+
+def grid_path(generator_path, per_class: int, guidance: float, sample_steps: int, seed: int) -> "Path":
+    """Where the original generator's grid for these settings is kept: named by the sha256 of the
+    generator's files, the settings and the code that generates (`core.store.code_key`), so a
+    retrained generator or changed sampling code is never served an old grid."""
+    import hashlib
+    import json
+    from pathlib import Path
+
+    from core import store
+
+    path = Path(generator_path)
+    files = {"generator": store.file_sha256(path)}
+    if path.with_suffix(".json").is_file():
+        files["sidecar"] = store.file_sha256(path.with_suffix(".json"))
+    key = json.dumps({"files": files, "per_class": int(per_class), "guidance": float(guidance),
+                      "sample_steps": int(sample_steps), "seed": int(seed), "code": store.code_key("generation")},
+                     sort_keys=True)
+    return store.salun_home() / "grids" / f"{hashlib.sha256(key.encode()).hexdigest()}.safetensors"
+
+
+def before_grid(generator_path, per_class: int, guidance: float, sample_steps: int, seed: int = 0,
+                load_generator: Callable | None = None):
+    """(images, labels) the original generator draws with these settings: read back when generated
+    before (by `warm` or an earlier visitor), else generated now and kept. `load_generator()` gives
+    the generator when it must be generated (default: load it from `generator_path`)."""
+    from core.checkpoint import read_tensors
+    from core.diffusion.metrics import generate_grid
+
+    path = grid_path(generator_path, per_class, guidance, sample_steps, seed)
+    if path.is_file():
+        try:
+            tensors = read_tensors(path)
+            return tensors["images"], tensors["labels"]
+        except Exception:  # a damaged file: generate again and replace it
+            pass
+    if load_generator is None:
+        from core.diffusion.model import load_generator as load
+
+        generator = load(generator_path)[0]
+    else:
+        generator = load_generator()
+    images, labels = generate_grid(generator, per_class, guidance, sample_steps, seed)
+    try:
+        from safetensors.torch import save_file
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.stem}.{os.getpid()}.partial")
+        save_file({"images": images.detach().cpu().contiguous(), "labels": labels.detach().cpu().contiguous()},
+                  str(partial))
+        partial.replace(path)
+    except OSError:  # a full or read-only disk: the grid is still shown, only not kept
+        pass
+    return images, labels
+
+
+def warm_grids(datasets=WARM_DATASETS, per_class: int = 10, sample_steps: int | None = None, seed: int = 0,
+               threads: int | None = None) -> list[tuple[str, str, float]]:
+    """The Diffusion page's before-grid of each dataset's shipped generator at the page's defaults;
+    returns (dataset, "stored" or "computed", seconds) for each."""
+    import torch
+
+    from core.diffusion.model import DEFAULT_SAMPLE_STEPS, SHIPPED_GENERATORS, default_guidance
+    from core.checkpoint import read_meta
+
+    torch.set_num_threads(int(threads or app_threads()))
+    done = []
+    for dataset in datasets:
+        path = SHIPPED_GENERATORS.get(dataset)
+        if path is None or not path.is_file():
+            continue
+        guidance = default_guidance(read_meta(path, required=("architecture",)))
+        steps = DEFAULT_SAMPLE_STEPS if sample_steps is None else sample_steps
+        start = time.perf_counter()
+        status = "stored" if grid_path(path, per_class, guidance, steps, seed).is_file() else "computed"
+        before_grid(path, per_class, guidance, steps, seed)
+        done.append((dataset, status, time.perf_counter() - start))
+    return done

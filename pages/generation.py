@@ -13,8 +13,7 @@ import streamlit as st
 
 from core.data import load_dataset
 from core.diffusion.model import DEFAULT_SAMPLE_STEPS, SHIPPED_GENERATORS, default_guidance, generate
-from core.diffusion.metrics import (GENERATION_METRIC_DEFINITIONS, GENERATION_METRIC_LABELS, generate_grid,
-                                    generation_metrics)
+from core.diffusion.metrics import GENERATION_METRIC_DEFINITIONS, GENERATION_METRIC_LABELS, generation_metrics
 from core.classification.plots import per_class_accuracy_figure
 from core.diffusion.plots import grid_image, layer_saliency_figure
 from core.diffusion.run import GenerationRunConfig, GenerationRunResult, load_models
@@ -78,9 +77,13 @@ def generation_work(config: GenerationRunConfig, models, dataset, live: dict):
 
     def work(progress):
         live["phase"] = "generating with the original model"
+        from core.warm import before_grid  # the page's before-grid when the settings match: generated once
+
+        images = before_grid(config.generator, config.per_class, config.guidance, config.sample_steps, config.seed,
+                             load_generator=lambda: generator)
         before = generation_metrics(generator, classifier, forget_class, dataset.test_x, dataset.test_y,
                                     per_class=config.per_class, guidance=config.guidance, steps=config.sample_steps,
-                                    seed=config.seed)
+                                    seed=config.seed, images=images)
         live["phase"] = "computing the saliency mask, then unlearning"
         run = unlearn_generator(generator, generation_split(dataset, forget_class), config.method,
                                 sparsity=config.sparsity, seed=config.seed, masked=config.masked,
@@ -116,8 +119,12 @@ def cached_models(generator_path: str, classifier_path: str):
 @st.cache_resource(show_spinner="Generating with the original model…")
 def cached_original_grid(generator_path: str, classifier_path: str, per_class: int, guidance: float,
                          sample_steps: int, seed: int):
-    generator = cached_models(generator_path, classifier_path)[0]
-    return generate_grid(generator, per_class, guidance, sample_steps, seed)
+    # kept on disk per generator file, settings and code (core/warm.py): a restarted server, or one
+    # warmed by `python -m core.cli warm`, shows it at once
+    from core.warm import before_grid
+
+    return before_grid(generator_path, per_class, guidance, sample_steps, seed,
+                       load_generator=lambda: cached_models(generator_path, classifier_path)[0])
 
 
 def show_grid(images, per_class: int, forget_class: int | None, class_names: list[str], caption: str) -> None:

@@ -104,3 +104,33 @@ def test_warm_refuses_bad_options_in_one_line(capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and said in err[0], (argv, err)
+
+
+def test_the_diffusion_before_grid_is_generated_once_per_generator_and_settings(tmp_path, fresh_store):
+    import torch
+
+    from core.diffusion.metrics import generate_grid
+    from core.diffusion.model import UNetConfig, build_generator, load_generator, save_generator
+    from core.warm import before_grid, grid_path
+
+    torch.manual_seed(0)
+    model = build_generator(UNetConfig(image_size=8, block_out_channels=(8, 16), norm_num_groups=4, train_timesteps=100))
+    path = save_generator(model, tmp_path / "gen.safetensors", {"dataset": "digits", "seed": 0})
+    calls = []
+
+    def load():
+        calls.append(1)
+        return load_generator(path)[0]
+
+    first = before_grid(path, 2, 1.5, 3, 0, load_generator=load)
+    again = before_grid(path, 2, 1.5, 3, 0, load_generator=load)
+    assert len(calls) == 1 and grid_path(path, 2, 1.5, 3, 0).is_file()  # the second was read back
+    assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
+    fresh = generate_grid(load_generator(path)[0], 2, 1.5, 3, 0)
+    assert torch.equal(fresh[0], again[0])  # what was kept is what generating now gives
+    before_grid(path, 2, 2.0, 3, 0, load_generator=load)  # another guidance: generated
+    assert len(calls) == 2
+    save_generator(build_generator(UNetConfig(image_size=8, block_out_channels=(8, 16), norm_num_groups=4,
+                                              train_timesteps=100)), path, {"dataset": "digits", "seed": 1})
+    before_grid(path, 2, 1.5, 3, 0, load_generator=load)  # a changed generator file: generated again
+    assert len(calls) == 3

@@ -75,6 +75,14 @@ def cmd_warm(args) -> dict:
 
     done = warm(datasets, classes, methods, seed=args.seed, recompute=args.recompute, threads=args.threads,
                 report=report)
+    grids = []
+    if not args.no_grids:
+        from core.warm import warm_grids
+
+        grids = warm_grids(datasets, threads=args.threads)
+        for dataset, status, seconds in grids:
+            if not args.quiet:
+                print(f"{dataset} Diffusion before-grid: {status} in {seconds:.1f} s", file=sys.stderr, flush=True)
     failed = [item for item in done if item.status == "failed"]
     if failed:
         args.exit_status = 1
@@ -82,7 +90,8 @@ def cmd_warm(args) -> dict:
                       "status": i.status, "seconds": round(i.seconds, 2), "run_id": i.run_id,
                       **({"error": i.message} if i.message else {})} for i in done],
             "computed": sum(i.status == "computed" for i in done), "stored": sum(i.status == "stored" for i in done),
-            "failed": len(failed)}
+            "failed": len(failed),
+            "grids": [{"dataset": d, "status": st, "seconds": round(sec, 2)} for d, st, sec in grids]}
 
 
 def add_commands(sub) -> None:
@@ -94,6 +103,8 @@ def add_commands(sub) -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads per run (default: as the app's job runner, cores // max_concurrent_jobs)")
     p.add_argument("--recompute", action="store_true", help="compute and record every run even if it is stored")
+    p.add_argument("--no-grids", action="store_true",
+                   help="skip the Diffusion page's before-grid of each dataset's shipped generator")
     p.add_argument("--verify", type=int, default=None, metavar="CLASS",
                    help="compute this class's runs afresh and say whether the stored ones are the same (exit 1 if not)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
