@@ -131,7 +131,8 @@ def follow_batch(name: str, title: str, live=None):
         results, problems = collect_results(batch["entries"])
         report_problems(problems)
         if results:
-            st.session_state[f"{name}_shown"] = {"target": batch["target"], "seed": batch["seed"], "results": results}
+            st.session_state[f"{name}_shown"] = {"target": batch["target"], "seed": batch["seed"], "results": results,
+                                                 "cached": [e["label"] for e in batch["entries"] if e.get("job") is None]}
         st.session_state.pop(f"{name}_batch")
         batch = None
     shown = st.session_state.get(f"{name}_shown")
@@ -141,4 +142,8 @@ def follow_batch(name: str, title: str, live=None):
                     jobs=[e["job"] for e in batch["entries"] if e.get("job") is not None])
     else:
         show_in_url(runs=[run_id_of(r) for _, r in shown["results"]] if shown else [])
+        if shown:
+            from pages.ui.results import cached_note
+
+            cached_note(shown["results"], shown.get("cached", ()))
     return shown
