@@ -17,7 +17,9 @@ is there):
   report    mean ± std tables, and bench/results/mask_ablation_summary.json for the app's
             "Why the mask?" page.
 
-Retrain references are shared with bench_baselines_tune.py (bench/results/retrain_refs.json).
+A seed is the unlearning run's own randomness (its random labels, batch order, retain batches); the
+forget set and the Retrain reference are seed 0's, shared with bench_baselines_tune.py
+(bench/results/retrain_refs.json), so Retrain is trained once per target.
 MIA-Efficacy uses 3 member samples here (10 in the app) to fit a shared 2-core machine.
 
     OMP_NUM_THREADS=1 nice -n 10 python bench/bench_mask_ablation.py lr sparsity layers report
@@ -68,8 +70,8 @@ def stage_lr(seeds: list[int], targets: list[str]) -> None:
             for lr in LRS:
                 if results.find(stage="lr", forget=forget, seed=seed, lr=lr, method="rl"):
                     continue
-                ref = retrain_ref(DATASET, forget, seed)
-                exp = experiment(DATASET, forget, seed)
+                ref = retrain_ref(DATASET, forget, 0)
+                exp = experiment(DATASET, forget, 0)
                 salun, salun_model, mask = run_method(exp, "salun", seed, MIA_SAMPLES, lr=lr)
                 rl, rl_model, _ = run_method(exp, "rl", seed, MIA_SAMPLES, lr=lr)
                 test_x = exp.dataset.test_x[torch.as_tensor(exp.split.test_idx)]
@@ -96,8 +98,8 @@ def stage_sparsity(seeds: list[int]) -> None:
                     key = dict(stage="sparsity", forget=forget, seed=seed, lr=lr, sparsity=sparsity)
                     if results.find(**key):
                         continue
-                    ref = retrain_ref(DATASET, forget, seed)
-                    exp = experiment(DATASET, forget, seed)
+                    ref = retrain_ref(DATASET, forget, 0)
+                    exp = experiment(DATASET, forget, 0)
                     record, _, _ = run_method(exp, "salun", seed, MIA_SAMPLES, sparsity=sparsity, lr=lr)
                     g = gap(record["metrics"], ref)
                     results.add({**key, "dataset": DATASET, "method": "salun", "metrics": record["metrics"],

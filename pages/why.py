@@ -41,8 +41,7 @@ def main() -> None:
         f"targets and {len(summary['lrs'])} learning rates ({cells} comparisons): the mask made SalUn clearly "
         f"closer to Retrain in **{counts['SalUn']}**, clearly further in **{counts['RL']}**, and made no "
         f"difference beyond the spread over seeds in **{counts['neither']}**. "
-        + ("On this model the mask is not what makes unlearning work: the random-label recipe with a strong "
-           "retain term does that, with or without it." if counts["SalUn"] <= counts["neither"] else ""))
+        + _lesson(counts))
 
     forget = st.selectbox("Forget target", summary["targets"], key="why_target",
                           format_func=lambda t: t.replace("class:", "digit ").replace("random:", "random share "))
@@ -52,17 +51,18 @@ def main() -> None:
     rows = why_mask.pairs(summary, forget)
     if rows and "rl_change_inside_mask_50" in rows[0]["rl"]:
         shares = ", ".join(f"{100 * p['rl']['rl_change_inside_mask_50']:.0f}% at lr {p['lr']:g}" for p in rows)
+        agree = ", ".join(f"{p['rl']['test_agreement']:.1f}% at lr {p['lr']:g}" for p in rows)
         st.markdown(
-            "**Why they agree.** Left free, RL already puts most of its weight change inside SalUn's 50% mask "
-            f"({shares} of the squared change): the weights the mask would protect are ones RL hardly moves anyway. "
-            f"The two models give the same answer on {rows[0]['rl'].get('test_agreement', 0):.1f}% of test images "
-            f"at lr {rows[0]['lr']:g}.")
+            f"**Where RL moves the weights.** Left free, RL puts this share of its (squared) weight change inside "
+            f"SalUn's 50% mask: {shares}. The two models give the same answer on this share of test images: {agree}."
+            + (" RL already changes mostly the salient weights, so fencing off the rest changes little."
+               if min(p["rl"]["rl_change_inside_mask_50"] for p in rows) >= 0.8 else ""))
 
     st.subheader("How big must the mask be?")
-    st.plotly_chart(why_mask.sparsity_figure(summary, forget if forget in _sparsity_targets(summary)
-                                             else _sparsity_targets(summary)[0]), key="why_sparsity")
-    st.caption("Even 5% of the weights are enough to move the forget images' labels; what decides "
-               "stability is the learning rate, not the mask size.")
+    sparsity_target = forget if forget in _sparsity_targets(summary) else _sparsity_targets(summary)[0]
+    st.plotly_chart(why_mask.sparsity_figure(summary, sparsity_target), key="why_sparsity")
+    for sentence in why_mask.sparsity_reading(summary, sparsity_target):
+        st.markdown(f"- {sentence}")
     layers = why_mask.layer_shares(summary, forget)
     if layers:
         st.markdown("**Where a 5% mask lands** (share of the selected weights in each layer):")
@@ -79,6 +79,16 @@ def main() -> None:
     st.caption(f"Source: bench/results/ (MIA-Efficacy with {summary.get('mia_samples', 3)} member samples in the "
                "ablation). Generation (the diffusion model) is not in this comparison: on this CPU a run takes "
                "minutes, too long for several classes and seeds.")
+
+
+def _lesson(counts: dict) -> str:
+    if counts["SalUn"] == 0 and counts["RL"] == 0:
+        return ("**On this model the mask makes no measurable difference:** RL — the same training with every "
+                "weight free — comes as close to Retrain as SalUn does. What makes both work is the recipe: random "
+                "labels on the forgotten images while practising on the kept ones.")
+    if counts["SalUn"] > counts["RL"]:
+        return "Where the mask helps is listed below, learning rate by learning rate."
+    return "The mask does not help more often than it hurts here; the details are below."
 
 
 def _sparsity_targets(summary: dict) -> list[str]:

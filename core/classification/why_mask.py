@@ -108,6 +108,17 @@ def sparsity_rows(summary: dict, forget: str, lr: float) -> list[dict]:
     return sorted(rows, key=lambda r: r["sparsity"])
 
 
+def sparsity_reading(summary: dict, forget: str) -> list[str]:
+    """One sentence per learning rate: what SalUn does with each mask size, RL (100%) last."""
+    out = []
+    lrs = sorted({r["lr"] for r in summary["rows"] if r["stage"] == "sparsity" and r["forget"] == forget})
+    for lr in lrs:
+        parts = [f"{r['sparsity'] * 100:g}% free: UA {r['ua']:.1f}, RA {r['ra']:.1f}, Avg. Gap {r['avg_gap']:.2f}"
+                 for r in sparsity_rows(summary, forget, lr)]
+        out.append(f"lr {lr:g} — " + "; ".join(parts) + ".")
+    return out
+
+
 def sparsity_figure(summary: dict, forget: str) -> go.Figure:
     fig = go.Figure()
     lrs = sorted({r["lr"] for r in summary["rows"] if r["stage"] == "sparsity" and r["forget"] == forget})
