@@ -28,7 +28,7 @@ from core.classification.metrics import avg_gap, avg_gap_std, evaluate, forget_l
 from core.classification.models import default_device
 from core.saliency import DEFAULT_SPARSITY, Mask, classifier_gradients, saliency_mask
 from core.classification.training import TrainConfig, copy_model
-from core.steps import Progress
+from core.steps import Progress, load_optimizer_machinery
 from core.classification.methods import UnlearnData
 from core.methods import Method, get_method
 
@@ -111,6 +111,7 @@ class Experiment:
         )
         self._gradients: dict[str, torch.Tensor] | None = None
         self._original_metrics: dict[int, dict] = {}
+        load_optimizer_machinery()  # torch's one-off import, outside every run's RTE
 
     @classmethod
     def from_config(cls, config: RunConfig, device=None) -> "Experiment":
