@@ -1,10 +1,14 @@
 """The warm store: reference runs computed ahead and served to the first visitor are the same runs a
 fresh computation gives, and stop being served when the model, the code or a method's defaults change."""
 
+from pathlib import Path
+
 import pytest
 
 from core import store
 from core.checkpoint import state_checksum
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def restart():
@@ -134,3 +138,20 @@ def test_the_diffusion_before_grid_is_generated_once_per_generator_and_settings(
                                               train_timesteps=100)), path, {"dataset": "digits", "seed": 1})
     before_grid(path, 2, 1.5, 3, 0, load_generator=load)  # a changed generator file: generated again
     assert len(calls) == 3
+
+
+def test_start_here_shows_a_warm_run_at_once_labelled_cached(fresh_store):
+    from streamlit.testing.v1 import AppTest
+
+    from core.warm import warm
+
+    done = warm(("mnist5k",), [4], ("salun",))
+    assert [item.status for item in done] == ["computed"]
+    restart()
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180).run()
+    at.radio(key="pick_class").set_value(4).run()
+    at.button(key="home_run").click().run()  # no job to wait for: the result is on this very rerun
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("Digit 4 is forgotten" in s.value for s in at.subheader)
+    notes = [c.value for c in at.caption if "**cached**" in c.value]
+    assert notes and "warm store" in notes[0] and done[0].run_id[:8] in notes[0]
