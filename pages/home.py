@@ -21,6 +21,9 @@ here, every training image of one digit — as if it had never seen it, without 
    each weight (the gradient — the weight's *saliency*) and keeps the top half as a *mask*.
 2. **Change only those weights.** It teaches the model to give the forgotten images wrong labels while it
    keeps practising on the rest of the data, so the other digits stay recognised.
+
+On this small digit model the mask itself is not what makes it work: the same training with every weight
+free (RL) forgets as well and keeps as much — measured on the *Why the mask?* page.
 """
 
 
