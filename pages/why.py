@@ -67,6 +67,11 @@ def main() -> None:
     if layers:
         st.markdown("**Where a 5% mask lands** (share of the selected weights in each layer):")
         st.dataframe(pd.DataFrame(layers).round(1), hide_index=True)
+        most = max(layers, key=lambda r: r["share of the mask (%)"])
+        densest = max(layers, key=lambda r: r["fraction of the layer selected (%)"])
+        st.caption(f"{most['layer']} ({most['weights']:,} weights) holds {most['share of the mask (%)']:.0f}% of the "
+                   f"mask simply by its size; per weight, {densest['layer']} is the most salient "
+                   f"({densest['fraction of the layer selected (%)']:.0f}% of it selected).")
 
     table = why_mask.baseline_table()
     if table:

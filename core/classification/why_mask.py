@@ -179,7 +179,8 @@ def baseline_table(results: Path | None = None) -> list[dict]:
             if ok:
                 row = _row(forget, METHOD_LABELS[method] + " (tuned)", _setting(ok[0]["point"]),
                            [r["metrics"] for r in ok], [r["avg_gap"] for r in ok])
-                row["diverged"] = len(rows) - len(ok)
+                if len(rows) > len(ok):
+                    row["diverged"] = len(rows) - len(ok)
                 out.append(row)
             old = next((r for r in grid if r["forget"] == forget and r["method"] == method
                         and r["point"] == OLD_DEFAULTS.get(method) and "metrics" in r), None)
