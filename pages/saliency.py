@@ -57,7 +57,8 @@ def main() -> None:
 
     col_sparsity, col_view = st.columns([3, 2])
     sparsity = col_sparsity.slider("Sparsity: share of all weights in the mask (%)", 1, 100,
-                                   int(DEFAULT_SPARSITY * 100), key="sal_sparsity",
+                                   None if "sal_sparsity" in st.session_state else int(DEFAULT_SPARSITY * 100),
+                                   key="sal_sparsity",  # kept in Session State: no default then (Streamlit warns)
                                    help="One global threshold over all weights, so each layer gets its own share.") / 100
     view = col_view.radio("Show", list(VIEWS), format_func=VIEWS.get, key="sal_view")
     start = time.perf_counter()

@@ -132,6 +132,16 @@ def restore_from_url() -> None:
                                      "target": target, "run_ids": [r.run_id for r in results]}
 
 
+def forget_words(forget: str) -> str:
+    """What a sweep forgets, in words: "class 4", "a random 10% of the training images"."""
+    kind, _, value = str(forget).partition(":")
+    if kind == "class":
+        return f"class {value}"
+    if kind == "random":
+        return f"a random {float(value) * 100:g}% of the training images"
+    return "the listed training images"
+
+
 def main() -> None:
     ui.ensure_navigation(__file__)
     restore_from_url()
@@ -160,7 +170,7 @@ def main() -> None:
                 with st.expander("Retrain settings"):
                     retrain_settings = ui.method_settings(exp, "retrain", "sw")
             runs = len(sparsities) * n_seeds
-            st.caption(f"{runs} SalUn runs" + (f" + {n_seeds} Retrain" if with_retrain else "")
+            st.caption(f"{runs} SalUn run{'s' if runs != 1 else ''}" + (f" + {n_seeds} Retrain" if with_retrain else "")
                        + f" (this server allows {ui.limits().max_sweep_runs} per sweep).")
             clicked = st.button("Run sweep", type="primary", key="sw_run", disabled=not sparsities,
                                 icon=":material/play_arrow:")
@@ -205,7 +215,7 @@ def main() -> None:
         if shown["retrain"]:
             retrain = {k: sum(m[k] for m in shown["retrain"]) / len(shown["retrain"])
                        for k in ("ua", "ra", "ta", "mia_efficacy")}
-        st.subheader(f"SalUn on {shown['target'].forget} ({shown['target'].dataset})")
+        st.subheader(f"SalUn forgetting {forget_words(shown['target'].forget)} ({shown['target'].dataset})")
         st.plotly_chart(sweep_figure(summary, retrain), key="sw_fig")
         if shown.get("cluster"):
             ran = shown["cluster"]

@@ -60,6 +60,8 @@ def _export_files(run_key: str, _result) -> dict[str, bytes]:
 
 
 def metrics_table(columns: dict[str, dict], retrain: dict | None) -> pd.DataFrame:
+    """A row per metric shown: its label, one column per model, and its definition ("What it means",
+    shown in full under the grid, whose cells hold one line)."""
     rows = []
     keys = SHOWN_METRICS[:4] + ("mia_efficacy_std",) + SHOWN_METRICS[4:]
     for key in keys + (("avg_gap", "avg_gap_std", "js_to_retrain") if retrain else ()):
@@ -96,6 +98,9 @@ def show_comparison(exp, results: list[tuple[str, object]], seed: int) -> None:
     before = exp.original_metrics(seed)
     retrain = next((r for label, r in results if r.method == "retrain"), None)
     columns = {"Before (original)": before, **{label: r.metrics for label, r in results}}
+    if retrain is not None:  # where each model sends the forget images, against Retrain (a forward pass each)
+        columns.update({label: {**r.metrics, "js_to_retrain": exp.js_to_retrain(r.model, retrain.model)}
+                        for label, r in results if r is not retrain})
     main_label, main = next(((l, r) for l, r in results if r.method != "retrain"), results[0])
 
     st.subheader("Before / after")
@@ -114,10 +119,12 @@ def show_comparison(exp, results: list[tuple[str, object]], seed: int) -> None:
                   f"{avg_gap(main.metrics, retrain.metrics):.2f} ± {avg_gap_std(main.metrics, retrain.metrics):.2f}",
                   help=METRIC_DEFINITIONS["avg_gap"])
     table = metrics_table(columns, retrain.metrics if retrain else None)
+    # the definitions go under the grid, in full: a grid cell holds one line and cut the long ones
     st.dataframe(table, hide_index=True, key="compare_table", placeholder="—",
+                 column_order=["Metric", *columns],
                  column_config={"Metric": st.column_config.TextColumn(width="medium", pinned=True),
-                                "What it means": st.column_config.TextColumn(width="large"),
                                 **{label: st.column_config.NumberColumn(format="%.2f", width="small") for label in columns}})
+    st.caption("\n".join(f"- **{row['Metric']}**: {row['What it means']}" for _, row in table.iterrows()))
 
     # keyed: the open tab survives reruns (a download no longer sends the page back to Metrics), and
     # the looking-inside views compute only while their tab is open
@@ -243,7 +250,9 @@ def main() -> None:
                 format_func=method_label, help="; ".join(f"{m.label}: {m.summary}" for m in METHODS.values()))
             col_sparsity, col_masked = st.columns([3, 2])
             sparsity = col_sparsity.slider(
-                "Sparsity: share of weights SalUn may change (%)", 5, 100, int(DEFAULT_SPARSITY * 100), step=5,
+                "Sparsity: share of weights SalUn may change (%)", 5, 100,
+                # kept (ui.kept) in Session State: a default as well makes Streamlit warn
+                None if "un_sparsity" in st.session_state else int(DEFAULT_SPARSITY * 100), step=5,
                 key="un_sparsity", help="The saliency mask keeps this share of all weights, those with the largest "
                                         "forget-set gradient. The paper's default is 50%.") / 100
             masked = col_masked.checkbox("Give baselines the saliency mask too", key="un_masked",

@@ -1,5 +1,6 @@
 """The Unlearn & compare page's looking-inside views, driven as a visitor would (tiny digits model)."""
 
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -54,6 +55,14 @@ def test_new_views_render_only_when_their_tab_is_open_and_report_core_numbers(co
                                  device="cpu")
     salun, retrain = exp.unlearn("salun", seed=0), exp.unlearn("retrain", seed=0)
     assert float(shown.value) == pytest.approx(exp.js_to_retrain(salun.model, retrain.model), abs=0.0006)
+    # and in the comparison table, whose definitions are all shown in full under the grid
+    from core.classification.metrics import METRIC_DEFINITIONS
+
+    table = at.dataframe[0].value.set_index("Metric")
+    assert table.loc["JS to Retrain", "SalUn"] == pytest.approx(float(shown.value), abs=0.0006)
+    assert pd.isna(table.loc["JS to Retrain", "Before (original)"])
+    definitions = " ".join(c.value for c in at.caption)
+    assert all(METRIC_DEFINITIONS[key] in definitions for key in ("mia_efficacy", "js_to_retrain", "avg_gap"))
 
     # weight change: SalUn left every weight outside its mask untouched
     open_tab(at, "Weight change")

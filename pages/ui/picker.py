@@ -171,7 +171,8 @@ def target_picker() -> Target | None:
             chosen = class_picker(examples, class_names, "pick_class")
             forget = f"class:{chosen}"
         elif kind == "random":
-            share = st.slider("Share of the training set to forget (%)", 1, 50, 10, key="pick_share",
+            share = st.slider("Share of the training set to forget (%)", 1, 50,
+                              None if "pick_share" in st.session_state else 10, key="pick_share",
                               help="Drawn at random with the seed above.")
             forget = f"random:{share / 100:g}"
         else:
