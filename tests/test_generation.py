@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -71,28 +72,32 @@ def test_mask_ranks_forget_class_weights_and_constraint_holds_under_adam_weight_
     assert moved_inside > 0
 
 
-def test_mask_from_more_draws_is_stable_across_seeds_and_its_halves_bound_it(trained, digits):
-    # On the shipped mnist5k generator two seeds' masks overlap at IoU 0.67 from 128 draws and 0.899 from
-    # MASK_DRAWS = 4800 (bench/bench_ddpm_mask.py; far too slow for the suite). Here the same law on the 8x8
-    # fixture at a test-sized budget: one pass over the class (146 images) against four.
-    from core.diffusion.methods import generation_saliency, mask_stability
+def test_mask_at_the_default_budget_is_stable_across_seeds_and_its_halves_bound_it(trained, digits):
+    # The full figure is measured on the shipped mnist5k generator by bench/bench_ddpm_mask.py (two seeds'
+    # masks at MASK_DRAWS, bench/results/ddpm_mask.txt): minutes, too slow for the suite. Here the same
+    # budget in passes through the class (MASK_DRAWS / 400, a mnist5k class) on the 8x8 fixture, whose
+    # stability grows with passes as the shipped generator's does (one pass ~0.77 on both).
+    from core.diffusion.methods import MASK_DRAWS, generation_gradient_sums, generation_saliency, mask_stability
     from core.saliency import mask_iou
 
     data = generation_split(digits, 3)
     n = len(data.forget_x)
+    passes = math.ceil(MASK_DRAWS / 400)
 
     def masks(draws):
         runs = [generation_saliency(trained, data.forget_x, 3, 2.0, draws, seed=seed) for seed in (0, 1)]
         return mask_iou(saliency_mask(runs[0][0], 0.5), saliency_mask(runs[1][0], 0.5))[0], runs[0]
 
     one_pass, _ = masks(n)
-    four_passes, (full, half_a, half_b) = masks(4 * n)
-    stability = mask_stability(half_a, half_b, 0.5, 4 * n)
-    assert four_passes >= 0.85 and four_passes > one_pass + 0.05, (one_pass, four_passes)
-    assert stability["half_draws"] == 2 * n and stability["half_iou"] < four_passes  # halves: a lower bound
-    assert torch.equal(saliency_mask(full, 0.5)["unet.conv_in.weight"],
-                       saliency_mask(generation_saliency(trained, data.forget_x, 3, 2.0, 4 * n, seed=0)[0],
-                                     0.5)["unet.conv_in.weight"])  # same seed, same mask
+    default, (full, half_a, half_b) = masks(passes * n)
+    assert default >= 0.9 and default > one_pass + 0.1, (one_pass, default)
+    stability = mask_stability(half_a, half_b, 0.5, passes * n)
+    assert stability["half_draws"] == passes * n // 2 and stability["half_iou"] < default  # halves: a lower bound
+    # the signed sums behind it add up to the same gradient (the bench sums independent passes that way)
+    sum_a, sum_b = generation_gradient_sums(trained, data.forget_x, 3, 2.0, n, seed=5)
+    again = generation_saliency(trained, data.forget_x, 3, 2.0, n, seed=5)
+    assert all(torch.allclose((sum_a[k] + sum_b[k]).abs(), again[0][k]) for k in again[0])
+    assert all(torch.equal(sum_a[k].abs(), again[1][k]) for k in again[1])
 
 
 def test_small_budget_changes_forgotten_class_more_than_retained(trained, digits):
