@@ -56,6 +56,13 @@ def restore_choices(config) -> None:
     """A reload or a shared link names a run (?run=, ?job=): open with the choices that made it."""
     st.session_state.setdefault("pick_class", config.forget_class())
     st.session_state.setdefault("gen_method", config.method)
+    settings = {"gen_steps": (int, config.steps), "gen_guidance": (float, config.guidance),
+                "gen_sparsity": (float, config.sparsity), "gen_per_class": (int, config.per_class),
+                "gen_sample_steps": (int, config.sample_steps), f"gen_lr_{config.method}": (float, config.lr),
+                f"gen_alpha_{config.method}": (float, config.alpha), "gen_masked": (bool, config.masked)}
+    for key, (kind, value) in settings.items():  # the run's settings, not the defaults, beside its progress or result
+        if value is not None:
+            st.session_state.setdefault(key, kind(value))
     for name, (generator, _) in generator_choices().items():
         if generator == config.generator:
             st.session_state.setdefault("gen_dataset", name)

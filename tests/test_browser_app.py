@@ -196,6 +196,9 @@ def test_a_reload_mid_run_reattaches_and_a_restart_shows_the_same_run(browser, t
         expect(page.get_by_text(re.compile(r"Forgetting 3 with SalUn: (step \d+/\d+|starting)"))).to_be_visible(
             timeout=60_000)
         screenshot(page, "run_reattached")
+        expect(page.get_by_role("spinbutton", name="Unlearning steps")).to_have_value("400")  # its settings too
+        # a short run replaces the long one (which is cancelled): its finished address is what survives a restart
+        start_diffusion_run(page, steps=5)
         done = page.get_by_role("heading", name=re.compile(r"Class 3 forgotten with SalUn in \d+ s"))
         expect(done).to_be_visible(timeout=SLOW)
         page.wait_for_url(re.compile(r"run=\w+"), timeout=30_000)

@@ -246,6 +246,14 @@ def test_page_forgets_a_class_and_shows_before_after(page_env):
     assert "UA (generation)" in text
     assert at.session_state["gen_shown"]["results"][0][1].config.forget == "class:7"
 
+    # its address opened afresh (a reload, a shared link): the same run, beside the settings that made it
+    again = AppTest.from_file(PAGE, default_timeout=60)
+    again.query_params["run"] = at.query_params["run"]
+    again.run()
+    assert not again.exception
+    assert again.session_state["gen_shown"]["results"][0][1].run_id == at.query_params["run"]
+    assert again.selectbox(key="pick_class").value == 7 and again.number_input(key="gen_steps").value == 3
+
 
 def test_page_shows_bad_input_as_error_not_traceback(page_env):
     from streamlit.testing.v1 import AppTest
@@ -288,3 +296,22 @@ def test_cli_unlearn_gen_json(page_env, capsys, tmp_path):
     assert set(summary["before"]) >= {"ua", "retained_accuracy", "frechet_retained"}
     assert summary["method"] == "salun" and summary["forget"] == "class:2"
     assert load_generator(tmp_path / "out" / "generator.safetensors")[1]["unlearning"]["forget"] == "class:2"
+
+
+def test_per_layer_saliency_chart_groups_tensors_into_labelled_blocks():
+    """A UNet's ~100 tensors read as at most 40 labelled bars, each block's share weighted by size."""
+    from core.diffusion.plots import group_layer_rows, layer_saliency_figure
+
+    rows = [{"layer": f"unet.block{b}.conv{c}.{kind}", "numel": 90 if kind == "weight" else 10,
+             "salient": 90 if (kind == "weight" and b % 2 == 0) else 0,
+             "salient_fraction": 1.0 if (kind == "weight" and b % 2 == 0) else 0.0,
+             "grad_median": 0.1 * b, "grad_q99": 0.2 * b}
+            for b in range(12) for c in range(4) for kind in ("weight", "bias")]
+    blocks = group_layer_rows(rows)
+    # 96 tensors, 48 convolutions (over 40 bars): one bar per block, its share weighted by tensor size
+    assert [r["layer"] for r in blocks] == [f"unet.block{b}" for b in range(12)]
+    assert [r["salient_fraction"] for r in blocks] == [0.9, 0.0] * 6
+    assert group_layer_rows(rows[:16]) == rows[:16]  # few enough tensors: one bar each
+    figure = layer_saliency_figure(rows)
+    assert list(figure.data[0].y) == [r["layer"] for r in blocks]
+    assert list(figure.layout.yaxis.tickvals) == list(figure.data[0].y)  # every bar keeps its label

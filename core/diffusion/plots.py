@@ -37,6 +37,28 @@ def grid_image(images: torch.Tensor, per_row: int, marked_row: int | None = None
     return out
 
 
+def group_layer_rows(rows: list[dict], max_bars: int = 40) -> list[dict]:
+    """Layer statistics summed into blocks (the longest name prefix that gives at most `max_bars` bars),
+    so a UNet's ~100 tensors read as ~20-40 labelled bars. Each block's salient fraction is weighted by size."""
+    for depth in range(8, 0, -1):
+        keys = list(dict.fromkeys(".".join(r["layer"].split(".")[:depth]) for r in rows))
+        if len(keys) <= max_bars:
+            break
+    if len(keys) == len(rows):
+        return rows
+    grouped = {k: {"layer": k, "numel": 0, "salient": 0, "tensors": 0, "grad_median": 0.0, "grad_q99": 0.0} for k in keys}
+    for r in rows:
+        g = grouped[".".join(r["layer"].split(".")[:depth])]
+        g["numel"] += r["numel"]
+        g["salient"] += r.get("salient", round(r["salient_fraction"] * r["numel"]))
+        g["tensors"] += 1
+        g["grad_median"] = max(g["grad_median"], r["grad_median"])  # the block's largest tensor median
+        g["grad_q99"] = max(g["grad_q99"], r["grad_q99"])
+    for g in grouped.values():
+        g["salient_fraction"] = g["salient"] / max(g["numel"], 1)
+    return list(grouped.values())
+
+
 def layer_saliency_figure(rows: list[dict]):
     """Salient share per block of parameter tensors (rows from core.saliency.layer_statistics, grouped
     by group_layer_rows so every bar keeps its label)."""
