@@ -90,3 +90,26 @@ def test_replay_ends_at_the_run_s_own_forget_accuracy(compared):
     # the replay's last point is the finished model: its forget accuracy is 100 − the UA shown
     trace = at.session_state["un_shown"]["results"][0][1].extra["replay"]
     assert trace["forget_accuracy"][-1] == pytest.approx(100 - float(ua.value.split()[0]), abs=0.051)
+
+
+@pytest.mark.parametrize("name, key, value", [("pages/unlearn.py", "un_sparsity", 30),
+                                              ("pages/saliency.py", "sal_sparsity", 30)])
+def test_a_kept_choice_is_shown_without_streamlit_s_default_and_session_state_warning(name, key, value):
+    """app.py re-assigns kept choices through Session State on every run; a widget that also passed a
+    default made Streamlit log a warning each time (the server log filled with them)."""
+    import logging
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("streamlit.elements.lib.policies")
+    logger.addHandler(handler)
+    try:
+        at = page(name)
+        at.session_state[key] = value
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert at.slider(key=key).value == value
+    finally:
+        logger.removeHandler(handler)
+    assert not [r.getMessage() for r in records if key in r.getMessage()]
