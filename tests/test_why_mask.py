@@ -45,6 +45,21 @@ def test_each_tuned_baseline_forgets_a_class_without_collapsing_the_rest(shipped
     assert retain_acc >= 90, f"{method} kept only {retain_acc:.1f}% of the other digits"
 
 
+@pytest.mark.parametrize("method", ["ga", "ssd"])  # the cheap ones; FT and ℓ1-sparse pass over all 3,600 kept images
+def test_tuned_baselines_on_a_random_share_keep_the_other_images(method):
+    from core.classification.experiment import Experiment, RunConfig
+    from core.classification.training import copy_model
+    from core.methods import get_method
+
+    exp = Experiment.from_config(RunConfig(forget="random:0.1"), device="cpu")
+    spec = get_method(method)
+    model = copy_model(exp.original)
+    spec.run(model, exp.data, spec.resolve(0, "mnist5k", "random"))
+    assert _accuracy(model, exp.data.retain_x, exp.data.retain_y) >= 98
+    test_x, test_y = exp.dataset.test_x, exp.dataset.test_y
+    assert _accuracy(model, test_x, test_y) >= _accuracy(exp.original, test_x, test_y) - 1.5
+
+
 def _pair(salun_gap, salun_std, rl_gap, rl_std):
     row = lambda gap, std, method: {"stage": "lr", "forget": "class:4", "lr": 1e-3, "method": method,  # noqa: E731
                                     "avg_gap": gap, "avg_gap_std": std, "ra": 99.0, "ra_std": 0.1}

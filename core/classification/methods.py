@@ -246,10 +246,14 @@ RELABEL_OVERRIDES = {("*", "random"): RELABEL_NOT_CLASS, ("*", "indices"): RELAB
 # (lr 1e-3: 3 epochs leave 71% of the class recognised, 4 collapse every class), FT and ℓ1-sparse forget a
 # class only at lr 0.05 (0.02 leaves it recognised, 0.1 collapses the model), and SSD's selection α = 10
 # dampens so many weights that retained accuracy falls to 33%; α = 50 forgets the class and keeps the rest.
-GA_OVERRIDES = {("mnist5k", "class"): {"lr": 5e-4, "epochs": 5}}
-FT_OVERRIDES = {("mnist5k", "class"): {"lr": 0.05, "epochs": 5}}
-L1_SPARSE_OVERRIDES = {("mnist5k", "class"): {"lr": 0.05, "alpha": 1e-3, "epochs": 2}}
-SSD_OVERRIDES = {("mnist5k", "class"): {"alpha": 50.0, "dampening": 1.0}}
+# A random 10%: every baseline, SalUn and RL included, stays within about a point of Retrain's Avg. Gap, as does
+# the untouched original (the forget images are ordinary digits that Retrain still recognises ~98% of).
+GA_OVERRIDES = {("mnist5k", "class"): {"lr": 5e-4, "epochs": 5}, ("mnist5k", "random"): {"lr": 2e-3, "epochs": 5}}
+FT_OVERRIDES = {("mnist5k", "class"): {"lr": 0.05, "epochs": 5}, ("mnist5k", "random"): {"lr": 0.05, "epochs": 2}}
+L1_SPARSE_OVERRIDES = {("mnist5k", "class"): {"lr": 0.05, "alpha": 1e-3, "epochs": 2},
+                       ("mnist5k", "random"): {"lr": 0.05, "alpha": 1e-4, "epochs": 2}}
+SSD_OVERRIDES = {("mnist5k", "class"): {"alpha": 50.0, "dampening": 1.0},
+                 ("mnist5k", "random"): {"alpha": 50.0, "dampening": 1.0}}
 
 for _method in [
     Method("salun", "SalUn", "Random labels on the forget set plus retain loss, moving only salient weights.",

@@ -167,6 +167,9 @@ def baseline_table(results: Path | None = None) -> list[dict]:
         ref = [r["metrics"] for r in refs if r["forget"] == forget and r["seed"] in seeds]
         if ref:
             out.append(_row(forget, "Retrain", "the original's recipe", ref, [0.0] * len(ref)))
+        original = [r for r in _read(results / "original_refs.json") if r["forget"] == forget]
+        if original:
+            out.append(_row(forget, "Original (no unlearning)", "—", [original[0]["metrics"]], [original[0]["avg_gap"]]))
         for method in ("salun", "rl"):
             rows = [r for r in ablation if r["stage"] == "lr" and r["forget"] == forget and r["method"] == method
                     and r["lr"] == DEFAULT_LR and r["seed"] in seeds]
@@ -192,7 +195,7 @@ def baseline_table(results: Path | None = None) -> list[dict]:
 
 def ordering(rows: list[dict], forget: str) -> list[str]:
     """Methods (SalUn, RL, tuned baselines) from closest to Retrain to furthest, by mean Avg. Gap."""
-    chosen = [r for r in rows if r["forget"] == forget and r["method"] not in ("Retrain",)
+    chosen = [r for r in rows if r["forget"] == forget and r["method"] not in ("Retrain", "Original (no unlearning)")
               and "old default" not in r["method"]]
     return [r["method"].replace(" (tuned)", "") for r in sorted(chosen, key=lambda r: r["Avg. Gap"])]
 
