@@ -92,12 +92,23 @@ def test_replay_ends_at_the_run_s_own_forget_accuracy(compared):
     assert trace["forget_accuracy"][-1] == pytest.approx(100 - float(ua.value.split()[0]), abs=0.051)
 
 
+def _page_inside_the_app(path: str) -> None:
+    """The page as app.py runs it: kept choices re-assigned through Session State first."""
+    import runpy
+
+    from pages import ui
+
+    ui.keep_choices()
+    runpy.run_path(path, run_name="__main__")
+
+
 @pytest.mark.parametrize("name, key, value", [("pages/unlearn.py", "un_sparsity", 30),
                                               ("pages/saliency.py", "sal_sparsity", 30)])
 def test_a_kept_choice_is_shown_without_streamlit_s_default_and_session_state_warning(name, key, value):
     """app.py re-assigns kept choices through Session State on every run; a widget that also passed a
     default made Streamlit log a warning each time (the server log filled with them)."""
     import logging
+    from pathlib import Path
 
     records = []
     handler = logging.Handler()
@@ -105,9 +116,11 @@ def test_a_kept_choice_is_shown_without_streamlit_s_default_and_session_state_wa
     logger = logging.getLogger("streamlit.elements.lib.policies")
     logger.addHandler(handler)
     try:
-        at = page(name)
-        at.session_state[key] = value
+        at = AppTest.from_function(_page_inside_the_app, args=(str(Path(__file__).resolve().parent.parent / name),),
+                                   default_timeout=TIMEOUT)
         at.run()
+        at.slider(key=key).set_value(value).run()
+        at.run()  # the choice is now re-assigned before the widget is drawn
         assert not at.exception, [e.value for e in at.exception]
         assert at.slider(key=key).value == value
     finally:
