@@ -192,8 +192,9 @@ def main() -> None:
     parser.add_argument("stages", nargs="+", choices=["lr", "sparsity", "layers", "report"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--more", action="store_true", help=f"also {', '.join(MORE_TARGETS)}")
+    parser.add_argument("--targets", nargs="+", help="only these forget targets (e.g. class:7)")
     args = parser.parse_args()
-    targets = TARGETS + (MORE_TARGETS if args.more else [])
+    targets = args.targets or TARGETS + (MORE_TARGETS if args.more else [])
     torch.set_num_threads(1)
     started = time.time()
     if "layers" in args.stages:
