@@ -76,7 +76,8 @@ def browser_figures(env: dict, slow_ms: int) -> None:
     from playwright.sync_api import expect, sync_playwright
     import re
 
-    from tests.test_browser_app import ARGS, CHROMIUM, server
+    sys.path.insert(0, str(ROOT / "tests"))  # tests/ is no package (and a site-package may be called `tests`)
+    from test_browser_app import ARGS, CHROMIUM, server
 
     started = time.perf_counter()
     with server(env) as url, sync_playwright() as p:

@@ -96,6 +96,7 @@ def warm(datasets=WARM_DATASETS, classes=None, methods=WARM_METHODS, seed: int =
                 if exp is None:
                     exp = Experiment.from_config(RunConfig(dataset=dataset, forget=f"class:{int(k)}", seed=0,
                                                            checkpoint=checkpoint))
+                    original_metrics(exp, seed, checkpoint)  # what every result page compares with
                 config = default_run_config(exp, method, seed, checkpoint=checkpoint)
                 found = None if recompute else runs.find(config)
                 if found is not None:
@@ -227,3 +228,42 @@ def warm_grids(datasets=WARM_DATASETS, per_class: int = 10, sample_steps: int | 
         before_grid(path, per_class, guidance, steps, seed)
         done.append((dataset, status, time.perf_counter() - start))
     return done
+
+
+# --- the original model's evaluation: the same for every run on a target ---------------------------
+
+def original_metrics(exp, seed: int = 0, checkpoint: str | None = None) -> dict:
+    """`exp.original_metrics(seed)`, read back from `$SALUN_HOME/original/` when computed before for
+    the same model files, forget target, split and code (its 10 membership attackers take seconds),
+    and kept in `exp` as `exp.original_metrics` keeps it."""
+    import hashlib
+    import json
+
+    from core import store
+    from core.classification.experiment import RunConfig, default_checkpoint
+
+    if seed in exp._original_metrics:
+        return exp._original_metrics[seed]
+    model = checkpoint or str(default_checkpoint(exp.dataset.name))
+    probe = RunConfig(dataset=exp.dataset.name, forget=str(exp.split.target), seed=seed, checkpoint=checkpoint)
+    key = json.dumps({"inputs": store.input_hashes(probe), "model": model if checkpoint else "shipped",
+                      "forget": str(exp.split.target), "split": [len(exp.split.forget_idx), len(exp.split.retain_idx)],
+                      "forget_idx": hashlib.sha256(str(list(map(int, exp.split.forget_idx))).encode()).hexdigest(),
+                      "seed": int(seed), "code": store.code_key("classification")}, sort_keys=True)
+    path = store.salun_home() / "original" / f"{hashlib.sha256(key.encode()).hexdigest()}.json"
+    if path.is_file():
+        try:
+            metrics = json.loads(path.read_text())
+            exp._original_metrics[seed] = metrics
+            return metrics
+        except (OSError, ValueError):  # damaged: compute again and replace it
+            pass
+    metrics = exp.original_metrics(seed)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.stem}.{os.getpid()}.partial")
+        partial.write_text(json.dumps(metrics))
+        partial.replace(path)
+    except (OSError, TypeError, ValueError):  # not kept: it is still returned
+        pass
+    return metrics

@@ -155,3 +155,17 @@ def test_start_here_shows_a_warm_run_at_once_labelled_cached(fresh_store):
     assert any("Digit 4 is forgotten" in s.value for s in at.subheader)
     notes = [c.value for c in at.caption if "**cached**" in c.value]
     assert notes and "warm store" in notes[0] and done[0].run_id[:8] in notes[0]
+
+
+def test_the_original_models_evaluation_is_kept_and_read_back(digits_checkpoint, fresh_store):
+    from core.classification.experiment import Experiment, RunConfig
+    from core.warm import original_metrics
+
+    def experiment():
+        return Experiment.from_config(RunConfig(dataset="digits", forget="class:2", checkpoint=str(digits_checkpoint)))
+
+    first = original_metrics(experiment(), 0, str(digits_checkpoint))
+    assert list((fresh_store / "original").glob("*.json"))
+    again = experiment()
+    again.evaluate = None  # a second server reads it back: evaluating again would fail here
+    assert original_metrics(again, 0, str(digits_checkpoint)) == first == experiment().original_metrics(0)
