@@ -216,7 +216,7 @@ def test_job_runner_on_ray_gives_the_local_result_keeps_queue_positions_and_canc
            {k: v for k, v in here.metrics.items() if k != "rte_seconds"}
 
 
-def test_sweep_page_runs_its_grid_on_the_ray_cluster(ray_instance, digits_checkpoint, monkeypatch):
+def test_sweep_page_runs_its_grid_on_the_ray_cluster(ray_instance, digits_checkpoint, monkeypatch, fresh_store):
     import time
 
     from streamlit.testing.v1 import AppTest
@@ -225,6 +225,7 @@ def test_sweep_page_runs_its_grid_on_the_ray_cluster(ray_instance, digits_checkp
 
     monkeypatch.setenv("SALUN_RAY_ADDRESS", "auto")  # joins the Ray this test module started
     ui.job_runner.clear()
+    ui.result_store.clear()  # the app page's store, on this test's own run store: its runs are computed here
     try:
         at = AppTest.from_file(str(TESTS.parent / "pages" / "sweep.py"), default_timeout=180).run()
         at.selectbox(key="pick_dataset").set_value("digits")
@@ -250,6 +251,7 @@ def test_sweep_page_runs_its_grid_on_the_ray_cluster(ray_instance, digits_checkp
         assert any("Ran on the Ray cluster" in c.value for c in at.caption)
     finally:
         ui.job_runner.clear()
+        ui.result_store.clear()
 
 
 def test_workers_start_under_a_streamlit_page(digits_checkpoint, fresh_store, tmp_path, monkeypatch):
