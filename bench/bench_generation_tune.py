@@ -22,14 +22,9 @@ from core.diffusion.metrics import generation_metrics
 from core.diffusion.run import GenerationRunConfig, load_models
 from core.methods import get_method
 from core.saliency import saliency_mask
+from bench_fashion_tune import parse_setting  # "steps=60 lr=2.5e-4" -> {"steps": 60, "lr": 0.00025}
 
 
-def parse_setting(text: str) -> dict:
-    out = {}
-    for item in text.replace(",", " ").split():
-        key, _, value = item.partition("=")
-        out[key] = int(value) if value.isdigit() else float(value)
-    return out
 
 
 def main(argv=None) -> int:

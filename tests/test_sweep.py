@@ -20,6 +20,24 @@ def digits_grid(checkpoint, **changes) -> Grid:
     return Grid(**{**values, **changes})
 
 
+def start_sweep_on_page(checkpoint, forget_class: int, sparsities: list[float]):
+    """The Sweep page, as a visitor sets it: the test digits model, one class, one seed, a 1-epoch
+    Retrain reference; "Run sweep" clicked. Returns the AppTest."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(TESTS.parent / "pages" / "sweep.py"), default_timeout=180).run()
+    at.selectbox(key="pick_dataset").set_value("digits")
+    at.text_input(key="pick_checkpoint").set_value(str(checkpoint))
+    at.run()
+    at.radio(key="pick_class").set_value(forget_class)
+    at.run()
+    at.multiselect(key="sw_sparsities").set_value(sparsities)
+    at.number_input(key="sw_seeds").set_value(1)
+    at.run()
+    next(n for n in at.number_input if n.key.startswith("sw_retrain") and n.key.endswith("epochs")).set_value(1)
+    return at.button(key="sw_run").click().run()
+
+
 def without_timings(row: dict) -> dict:
     """A run's numbers without its wall-clock time (the one thing that differs from run to run)."""
     return {k: (without_timings(v) if isinstance(v, dict) else v) for k, v in row.items() if k != "rte_seconds"}
@@ -219,25 +237,13 @@ def test_job_runner_on_ray_gives_the_local_result_keeps_queue_positions_and_canc
 def test_sweep_page_runs_its_grid_on_the_ray_cluster(ray_instance, digits_checkpoint, monkeypatch, fresh_store):
     import time
 
-    from streamlit.testing.v1 import AppTest
-
     from pages import ui
 
     monkeypatch.setenv("SALUN_RAY_ADDRESS", "auto")  # joins the Ray this test module started
     ui.job_runner.clear()
     ui.result_store.clear()  # the app page's store, on this test's own run store: its runs are computed here
     try:
-        at = AppTest.from_file(str(TESTS.parent / "pages" / "sweep.py"), default_timeout=180).run()
-        at.selectbox(key="pick_dataset").set_value("digits")
-        at.text_input(key="pick_checkpoint").set_value(str(digits_checkpoint))
-        at.run()
-        at.radio(key="pick_class").set_value(2)
-        at.run()
-        at.multiselect(key="sw_sparsities").set_value([0.2, 0.6])
-        at.number_input(key="sw_seeds").set_value(1)
-        at.run()
-        next(n for n in at.number_input if n.key.startswith("sw_retrain") and n.key.endswith("epochs")).set_value(1)
-        at.button(key="sw_run").click().run()
+        at = start_sweep_on_page(digits_checkpoint, forget_class=2, sparsities=[0.2, 0.6])
         assert ui.job_runner().remote is not None
         deadline = time.monotonic() + 180
         while any(ui.job_runner().stats()[k] for k in ("running", "waiting")):
@@ -285,23 +291,11 @@ def test_a_point_compared_with_retrain_carries_its_js_to_retrain(digits_checkpoi
 
 
 def test_sweep_page_shows_js_to_retrain_for_every_run(digits_checkpoint, fresh_store):
-    from streamlit.testing.v1 import AppTest
-
     from core.classification.metrics import METRIC_LABELS
     from pages import ui
 
     ui.result_store.clear()
-    at = AppTest.from_file(str(TESTS.parent / "pages" / "sweep.py"), default_timeout=180).run()
-    at.selectbox(key="pick_dataset").set_value("digits")
-    at.text_input(key="pick_checkpoint").set_value(str(digits_checkpoint))
-    at.run()
-    at.radio(key="pick_class").set_value(1)
-    at.run()
-    at.multiselect(key="sw_sparsities").set_value([0.5])
-    at.number_input(key="sw_seeds").set_value(1)
-    at.run()
-    next(n for n in at.number_input if n.key.startswith("sw_retrain") and n.key.endswith("epochs")).set_value(1)
-    at.button(key="sw_run").click().run()
+    at = start_sweep_on_page(digits_checkpoint, forget_class=1, sparsities=[0.5])
     import time
 
     deadline = time.monotonic() + 180
