@@ -13,11 +13,12 @@ import argparse
 import copy
 import sys
 import time
+from pathlib import Path
 
 import torch
 
 from core.data import load_dataset
-from core.diffusion.methods import generation_saliency, generation_split
+from core.diffusion.methods import MASK_DRAWS, generation_saliency, generation_split
 from core.diffusion.metrics import generation_metrics
 from core.diffusion.run import GenerationRunConfig, load_models
 from core.methods import get_method
@@ -36,6 +37,7 @@ def main(argv=None) -> int:
     parser.add_argument("--sparsity", type=float, default=0.5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--draws", type=int, default=MASK_DRAWS, help="draws behind the saliency mask")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     generator, gen_meta, classifier, _ = load_models(dataset=args.dataset)
@@ -50,10 +52,19 @@ def main(argv=None) -> int:
 
     before = metrics(generator)
     start = time.process_time()
-    gradients, _, _ = generation_saliency(generator, data.forget_x, args.forget, config.guidance, seed=args.seed)
+    # kept between invocations (runs/, ignored by git): the mask does not depend on the settings tried
+    cached = (Path(__file__).resolve().parent.parent / "runs" / "bench_generation_tune"
+              / f"{args.dataset}_c{args.forget}_d{args.draws}_s{args.seed}_g{config.guidance}.pt")
+    if cached.is_file():
+        gradients = torch.load(cached)
+    else:
+        gradients, _, _ = generation_saliency(generator, data.forget_x, args.forget, config.guidance, args.draws,
+                                              seed=args.seed)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(gradients, cached)
     mask = saliency_mask(gradients, args.sparsity)
     print(f"{args.dataset} class {args.forget}: before UA {before['ua']:.1f} retained {before['retained_accuracy']:.1f}; "
-          f"mask {time.process_time() - start:.0f} CPU s; {args.per_class} images/class, guidance {config.guidance}",
+          f"mask ({args.draws} draws) {time.process_time() - start:.0f} CPU s; {args.per_class} images/class, guidance {config.guidance}",
           flush=True)
     spec = get_method("salun", "generation")
     for text in args.settings:

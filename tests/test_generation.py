@@ -100,6 +100,25 @@ def test_mask_at_the_default_budget_is_stable_across_seeds_and_its_halves_bound_
     assert all(torch.equal(sum_a[k].abs(), again[1][k]) for k in again[1])
 
 
+def test_shipped_generator_masks_from_two_seeds_overlap_at_iou_0_9():
+    # Issue 16's figure itself: the shipped mnist5k generator, the default budget (MASK_DRAWS), the default
+    # sparsity and guidance, two seeds. About 100 s per mask on 2 quiet cores: the suite's one slow test.
+    from core.diffusion.methods import MASK_DRAWS, generation_saliency
+    from core.saliency import DEFAULT_SPARSITY, mask_iou
+
+    generator, _ = load_generator()
+    data = generation_split(load_dataset("mnist5k"), 3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    try:
+        masks = [saliency_mask(generation_saliency(generator, data.forget_x, 3, 2.0, MASK_DRAWS, seed=seed)[0],
+                               DEFAULT_SPARSITY) for seed in (0, 1)]
+    finally:
+        torch.set_num_threads(threads)
+    iou, per_layer = mask_iou(*masks)
+    assert iou >= 0.9, (iou, per_layer)
+
+
 def test_small_budget_changes_forgotten_class_more_than_retained(trained, digits):
     data = generation_split(digits, 3)
     labels = torch.arange(10).repeat_interleave(6)

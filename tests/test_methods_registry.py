@@ -103,7 +103,9 @@ def test_an_override_is_a_one_line_declaration_and_is_checked():
 
 def test_builtin_defaults_by_forget_kind_match_the_tuned_recipes():
     salun = get_method("salun")
-    assert salun.resolve(0, "mnist5k", "class")["epochs"] == 5 and salun.resolve(0, "mnist5k", "class")["alpha"] == 16
+    assert salun.resolve(0, "mnist5k", "class")["epochs"] == 2 and salun.resolve(0, "mnist5k", "class")["alpha"] == 16
+    assert salun.resolve(0, "digits", "class")["epochs"] == 5  # the declared default elsewhere
+    assert get_method("rl").defaults("mnist5k", "class") == salun.defaults("mnist5k", "class")  # the ablation's pair
     for kind in ("random", "indices"):
         assert {k: salun.defaults("mnist5k", kind)[k] for k in ("epochs", "alpha", "retain_batch_size")} == \
             {"epochs": 2, "alpha": 8.0, "retain_batch_size": 256}

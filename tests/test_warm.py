@@ -169,3 +169,35 @@ def test_the_original_models_evaluation_is_kept_and_read_back(digits_checkpoint,
     again = experiment()
     again.evaluate = None  # a second server reads it back: evaluating again would fail here
     assert original_metrics(again, 0, str(digits_checkpoint)) == first == experiment().original_metrics(0)
+
+
+def test_example_images_are_kept_and_read_back_without_torch(tmp_path, monkeypatch):
+    """The first page's example digits: picked from the dataset once, then read back from disk in a
+    process that never imports torch (the first page draws before torch has loaded)."""
+    import json
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from core.classification.analysis import example_images as pick
+    from core.data import load_dataset
+    from core.warm import example_images, examples_path
+
+    monkeypatch.setenv("SALUN_HOME", str(tmp_path))
+    monkeypatch.delenv("SALUN_DATA_ROOT", raising=False)
+    first, names, n_train = example_images("digits")
+    data = load_dataset("digits")
+    expected = pick(data, per_class=1)
+    assert names == data.class_names and n_train == len(data.train_y)
+    assert all(np.array_equal(first[c], expected[c]) for c in expected)
+    assert examples_path("digits").is_file()
+    probe = ("import sys, json; from core.warm import example_images; e, n, t = example_images('digits'); "
+             "print(json.dumps([e[3].tolist(), n, t, 'torch' in sys.modules]))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                         env={**__import__("os").environ, "SALUN_HOME": str(tmp_path)})
+    image, again_names, again_n, torch_loaded = json.loads(out.stdout)
+    assert not torch_loaded, "reading the kept examples imported torch"
+    assert np.array_equal(np.array(image, dtype=np.float32), first[3]) and again_names == names and again_n == n_train
+    # a user's own data folder is never answered from the cache
+    assert examples_path("digits", str(tmp_path)) is None and examples_path("mnist5k") != examples_path("digits")

@@ -105,3 +105,35 @@ def test_ablation_summary_pairs_follow_the_learning_rates():
     summary = _pair(1.0, 0.1, 1.0, 0.1)
     summary["rows"] += [{**r, "lr": 1e-2} for r in summary["rows"]]
     assert [p["lr"] for p in why_mask.pairs(summary, "class:4")] == [1e-3, 1e-2]
+
+
+def test_charts_name_the_target_in_words():
+    from core.classification import why_mask
+
+    summary = _pair(1.0, 0.1, 1.0, 0.1)
+    title = why_mask.stability_figure(summary, "class:4").layout.title.text
+    assert "digit 4" in title and "class:4" not in title
+    assert why_mask.target_label("random:0.1") == "a random 10%"
+
+
+def _generation(salun_drop, rl_drop):
+    rows = []
+    for k in (1, 3):
+        for key, s, r in (("drop", salun_drop, rl_drop), ("frechet_retained", [90.0] * 3, [90.5, 89.5, 90.0]),
+                          ("ua", [100.0] * 3, [100.0] * 3), ("retained_accuracy", [95.0] * 3, [93.0] * 3)):
+            rows.append({"class": k, "metric": key, "before": 0.0, "salun": s, "rl": r})
+    paired = {key: [b - a for row in rows if row["metric"] == key for a, b in zip(row["salun"], row["rl"])]
+              for key in ("drop", "frechet_retained", "ua", "retained_accuracy")}
+    return {"classes": [1, 3], "seeds": [0, 1, 2], "per_class": 30, "sparsity": 0.5, "rows": rows, "paired": paired}
+
+
+def test_generation_reading_says_only_what_the_seeds_support():
+    from core.classification import why_mask
+
+    clear = why_mask.generation_reading(_generation([0.5, 1.0, 0.0], [3.0, 3.5, 2.5]))
+    assert "SalUn better" in clear[0] and "in 6 of 6" in clear[0]
+    assert "no difference" in clear[1]  # Fréchet moved both ways: not a finding
+    noisy = why_mask.generation_reading(_generation([0.5, 4.0, -2.0], [3.0, -1.0, 1.0]))
+    assert "no difference" in noisy[0]
+    fig = why_mask.generation_figure(_generation([0.5, 1.0, 0.0], [3.0, 3.5, 2.5]))
+    assert [t.name for t in fig.data][:2] == ["SalUn", "SalUn"] and len(fig.data) == 4

@@ -26,6 +26,19 @@ METHOD_LABELS = {"salun": "SalUn", "rl": "RL", "ga": "GA", "ft": "FT", "l1_spars
 CLEAR = 2.0
 
 
+def target_label(forget: str) -> str:
+    """A forget target in words: "class:4" -> "digit 4", "random:0.1" -> "a random 10%"."""
+    kind, _, value = forget.partition(":")
+    if kind == "class":
+        return f"digit {value}"
+    if kind == "random":
+        try:
+            return f"a random {float(value) * 100:g}%"
+        except ValueError:
+            pass
+    return forget
+
+
 def load_ablation(path: Path | None = None) -> dict | None:
     """The ablation summary, or None when the benchmark has not been run."""
     path = path or ABLATION_SUMMARY
@@ -96,7 +109,7 @@ def stability_figure(summary: dict, forget: str) -> go.Figure:
                 mode="lines+markers", name=METHOD_LABELS[method], legendgroup=method, showlegend=col == 1,
                 line=dict(color=color, dash=dash)), row=1, col=col)
     fig.update_xaxes(type="log", title_text="learning rate")
-    fig.update_layout(title=dict(text=f"SalUn vs RL, forget {forget}: same recipe, the mask the only difference",
+    fig.update_layout(title=dict(text=f"SalUn vs RL, forget {target_label(forget)}: same recipe, the mask the only difference",
                                  x=0, font=dict(size=15)), height=340, margin=dict(l=10, r=10, t=70, b=10))
     return fig
 
@@ -129,7 +142,7 @@ def sparsity_figure(summary: dict, forget: str) -> go.Figure:
                                  mode="lines+markers", name=f"lr {lr:g}", line=dict(color=color)))
     fig.update_xaxes(title_text="weights free to move (%) — 100 is RL")
     fig.update_yaxes(title_text="Avg. Gap to Retrain")
-    fig.update_layout(title=dict(text=f"Mask size, forget {forget}", x=0, font=dict(size=15)), height=320,
+    fig.update_layout(title=dict(text=f"Mask size, forget {target_label(forget)}", x=0, font=dict(size=15)), height=320,
                       margin=dict(l=10, r=10, t=50, b=10))
     return fig
 
@@ -174,7 +187,7 @@ def baseline_table(results: Path | None = None) -> list[dict]:
             rows = [r for r in ablation if r["stage"] == "lr" and r["forget"] == forget and r["method"] == method
                     and r["lr"] == DEFAULT_LR and r["seed"] in seeds]
             if rows:
-                out.append(_row(forget, METHOD_LABELS[method], "default", [r["metrics"] for r in rows],
+                out.append(_row(forget, METHOD_LABELS[method], "lr 0.001, the ablation's recipe", [r["metrics"] for r in rows],
                                 [r["avg_gap"] for r in rows]))
         for method in ("ga", "ft", "l1_sparse", "ssd"):
             rows = [r for r in confirm if r["forget"] == forget and r["method"] == method]
@@ -208,3 +221,63 @@ def _row(forget: str, label: str, setting: str, metrics: list[dict], gaps: list[
     row["Avg. Gap ±"] = statistics.stdev(gaps) if len(gaps) > 1 else 0.0
     row["RTE (s)"] = statistics.mean(m["rte_seconds"] for m in metrics)
     return row
+
+
+# --- generation: bench/bench_generation_ablation.py ------------------------------------------------
+
+GENERATION_SUMMARY = RESULTS / "generation_ablation.json"
+GENERATION_LABELS = {"ua": "UA (%)", "retained_accuracy": "retained-class accuracy (%)",
+                     "drop": "retained accuracy lost (points, lower is better)",
+                     "frechet_retained": "Fréchet distance, retained classes (lower is better)"}
+
+
+def load_generation_ablation(path: Path | None = None) -> dict | None:
+    """The generation ablation's summary, or None when that benchmark has not been run."""
+    path = path or GENERATION_SUMMARY
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _values(summary: dict, k: int, key: str, method: str) -> list[float]:
+    return next(r[method] for r in summary["rows"] if r["class"] == k and r["metric"] == key)
+
+
+def generation_figure(summary: dict) -> go.Figure:
+    """Per forgotten class: retained accuracy lost and Fréchet distance, SalUn against RL, ± std over seeds."""
+    keys = ("drop", "frechet_retained")
+    fig = make_subplots(rows=1, cols=2, subplot_titles=[GENERATION_LABELS[k] for k in keys])
+    classes = [f"class {k}" for k in summary["classes"]]
+    for method, color in (("salun", "#d62728"), ("rl", "#ff7f0e")):
+        for col, key in enumerate(keys, start=1):
+            values = [_values(summary, k, key, method) for k in summary["classes"]]
+            fig.add_trace(go.Bar(
+                x=classes, y=[statistics.mean(v) for v in values], name=METHOD_LABELS[method], marker_color=color,
+                error_y=dict(type="data", array=[statistics.stdev(v) if len(v) > 1 else 0 for v in values]),
+                legendgroup=method, showlegend=col == 1), row=1, col=col)
+    fig.update_layout(barmode="group", height=340, margin=dict(l=10, r=10, t=70, b=10),
+                      title=dict(text="Generator: SalUn vs RL, same recipe, the mask the only difference",
+                                 x=0, font=dict(size=15)))
+    return fig
+
+
+def generation_reading(summary: dict) -> list[str]:
+    """Plain sentences from the paired differences (RL - SalUn over every class and seed)."""
+    out = []
+    paired = summary["paired"]
+    n = len(paired["drop"])
+    for key, better, what in (("drop", "lower", "retained accuracy lost"),
+                              ("frechet_retained", "lower", "Fréchet distance of the retained classes' images"),
+                              ("ua", "higher", "UA")):
+        d = paired[key]
+        mean = statistics.mean(d)
+        std = statistics.stdev(d) if n > 1 else 0.0
+        wins = sum(1 for x in d if (x > 0 if better == "lower" else x < 0))
+        clear = abs(mean) > CLEAR * std / max(n, 1) ** 0.5  # the mean difference against its standard error
+        if not clear:
+            verdict_text = "no difference beyond the spread"
+        elif (mean > 0) == (better == "lower"):
+            verdict_text = "SalUn better"
+        else:
+            verdict_text = "RL better"
+        out.append(f"{what}: RL − SalUn {mean:+.1f} ± {std:.1f} over {n} runs (SalUn better in {wins} of {n}) — "
+                   f"{verdict_text}.")
+    return out

@@ -79,6 +79,12 @@ def substitute_class(forget_class: int, num_classes: int) -> int:
 MASK_DRAWS = 8000
 
 
+def mask_passes(draws: int, class_size: int) -> int:
+    """Whole passes through the forgotten class that come nearest `draws` (at least one): 20 for a
+    400-image mnist5k class, 1 for a 6,000-image Fashion-MNIST class (6,000 draws, not 12,000)."""
+    return max(1, round(int(draws) / max(1, int(class_size))))
+
+
 def generation_gradients(model: ConditionalUNet, forget_x: torch.Tensor, forget_class: int, guidance: float = 1.0,
                          draws: int = MASK_DRAWS, batch_size: int = 128, seed: int = 0) -> dict[str, torch.Tensor]:
     """|∇θ| of the noise-prediction error ||eps - eps_w(x_t | c_f)||^2 summed over the forgotten class.
@@ -93,8 +99,8 @@ def generation_saliency(model: ConditionalUNet, forget_x: torch.Tensor, forget_c
     """(|g|, |g_a|, |g_b|): the gradient magnitude the mask ranks, and that of its two halves.
 
     g = Σ ∇θ ||eps - eps_w(x_t | c_f)||^2 over whole passes through the forgotten class, every image once
-    per pass at a fresh random timestep and noise (drawn with `seed`), as many passes as it takes to reach
-    `draws` (at least one: the whole class, as upstream). eps_w is the classifier-free guided prediction
+    per pass at a fresh random timestep and noise (drawn with `seed`), as many whole passes as come nearest
+    `draws` (at least one: the whole class, as upstream; see mask_passes). eps_w is the classifier-free guided prediction
     at `guidance` (1 = the plain conditional model), as upstream computes its mask. g_a and g_b sum
     alternate batches: two independent estimates from half the draws each, whose masks' overlap is a
     lower bound on the full mask's stability, at no extra cost. `progress(done, total, nan)` is called
@@ -117,7 +123,7 @@ def generation_gradient_sums(model: ConditionalUNet, forget_x: torch.Tensor, for
     if len(forget_x) == 0:
         raise SalunError("the forget set is empty: no gradient to rank weights by")
     generator = torch.Generator().manual_seed(int(seed))
-    passes = max(1, math.ceil(draws / len(forget_x)))
+    passes = mask_passes(draws, len(forget_x))
     scheduler = train_scheduler(model.config)
     device = next(model.parameters()).device
     params = {name: p for name, p in model.named_parameters() if p.requires_grad}
@@ -209,6 +215,9 @@ def run_relabel(model, data: GenerationData, params: dict, mask=None, progress=N
         loss = F.mse_loss(model(x_t, t, torch.full((len(x0),), data.forget_class, dtype=torch.long, device=device)), target)
         if params["alpha"] > 0:
             xr, yr = _batch(data.retain_x, params["batch_size"], generator, data.retain_y)
+            if params["null_share"] > 0:  # (no draw at 0, so runs without it repeat exactly)
+                yr = yr.clone()
+                yr[torch.rand(len(yr), generator=generator) < params["null_share"]] = model.null_class
             loss = loss + params["alpha"] * diffusion_loss(model, scheduler, to_model_range(xr).to(device), yr.to(device), generator)
         return loss
 
@@ -256,6 +265,10 @@ LR = Param("lr", float, 2.5e-4, low=0, low_open=True, label="Learning rate", pri
 ALPHA = Param("alpha", float, 2.5, low=0, label="α (retained-class loss weight)", primary=True, step=0.5,
               meaning="weight of the ordinary diffusion loss on the retained classes; 0 lets the model forget "
                       "every class")
+NULL_SHARE = Param(
+    "null_share", float, 0.0, low=0, high=1, label="Null-label share (retained loss)", step=0.05,
+    meaning="share of the retained batch trained with the null label, as in the generator's own training: keeps "
+            "the unconditional prediction that classifier-free guidance mixes into every image")
 ADAM_PARAMS = (
     Param("weight_decay", float, 0.0, low=0, high=1, label="Weight decay", step=1e-4,
           meaning="Adam weight decay; weights outside the mask still end exactly where they started"),
@@ -275,9 +288,9 @@ ADAM_PARAMS = (
 for _method in [
     Method("salun", "SalUn", "Map the forgotten class to another class (c+1 mod K) under the saliency mask, "
            "plus alpha x the diffusion loss on retained classes.", "generation", run_salun,
-           (_steps(60), LR, ALPHA, *ADAM_PARAMS), mask="required"),
+           (_steps(60), LR, ALPHA, NULL_SHARE, *ADAM_PARAMS), mask="required"),
     Method("rl", "RL", "SalUn's objective on all weights (no mask).", "generation", run_rl,
-           (_steps(60), LR, ALPHA, *ADAM_PARAMS)),
+           (_steps(60), LR, ALPHA, NULL_SHARE, *ADAM_PARAMS)),
     Method("ga", "GA", "Gradient ascent on the forgotten class's diffusion loss.", "generation", run_ga,
            (_steps(20), LR, *ADAM_PARAMS)),
     Method("ft", "FT (retrain stand-in)", "Fine-tune with the ordinary diffusion loss on retained classes only.",
@@ -330,7 +343,7 @@ def unlearn_generator(original: ConditionalUNet, data: GenerationData, method: s
                                                         mask_draws, seed=seed, progress=mask_progress)
         mask = saliency_mask(gradients, sparsity)
         timings["mask_seconds"] = time.perf_counter() - start
-        passes = max(1, math.ceil(mask_draws / len(data.forget_x)))
+        passes = mask_passes(mask_draws, len(data.forget_x))
         stability = mask_stability(half_a, half_b, sparsity, passes * len(data.forget_x))
     watched = 0.0
 

@@ -47,8 +47,7 @@ def experiment(dataset: str, forget: str, checkpoint: str | None, data_root: str
 
 @st.cache_resource(max_entries=4, show_spinner="Loading example images…")
 def example_images(dataset: str, data_root: str | None):
-    from core.classification.analysis import example_images as examples
-    from core.data import load_dataset
+    """(examples, class names, training-set size): kept on disk for the built-in datasets (core.warm)."""
+    from core.warm import example_images as examples
 
-    data = load_dataset(dataset, data_root)
-    return examples(data, per_class=1), data.class_names, len(data.train_y)
+    return examples(dataset, data_root)
