@@ -345,3 +345,80 @@ def example_images(dataset: str, data_root: str | None = None) -> tuple[dict, li
         except OSError:  # a full or read-only disk: shown, only not kept
             pass
     return examples, names, n_train
+
+
+# --- the generator's forget-set gradients behind the saliency mask: the slow half of a default run ----
+
+def mask_gradients_path(generator_path, forget_class: int, class_size: int, guidance: float, draws: int,
+                        seed: int) -> "Path":
+    """Where the gradient sums for one generator file, class, guidance, draw budget and seed are kept:
+    named by the sha256 of the generator's files and of the code that computes them."""
+    import hashlib
+    import json
+    from pathlib import Path
+
+    from core import store
+
+    path = Path(generator_path)
+    key = json.dumps({"generator": store.file_sha256(path), "class": int(forget_class), "class_size": int(class_size),
+                      "guidance": float(guidance), "draws": int(draws), "seed": int(seed),
+                      "code": store.code_key("generation")}, sort_keys=True)
+    return store.salun_home() / "masks" / f"{hashlib.sha256(key.encode()).hexdigest()}.safetensors"
+
+
+def mask_gradient_sums(generator_path, model, forget_x, forget_class: int, guidance: float, draws: int, seed: int = 0,
+                       progress=None) -> tuple[dict, dict]:
+    """core.diffusion.methods.generation_gradient_sums for the generator stored at `generator_path` (whose
+    weights `model` holds): read back when computed before, else computed now and kept. The values are
+    the ones a fresh computation gives (same draws, same seed), so the mask and the run are the same."""
+    from core.checkpoint import read_tensors
+    from core.diffusion.methods import generation_gradient_sums
+
+    path = mask_gradients_path(generator_path, forget_class, len(forget_x), guidance, draws, seed)
+    if path.is_file():
+        try:
+            tensors = read_tensors(path)
+            names = [n for n, p in model.named_parameters() if p.requires_grad]  # its order: ties break by it
+            return {n: tensors[f"a/{n}"] for n in names}, {n: tensors[f"b/{n}"] for n in names}
+        except Exception:  # a damaged file: compute again and replace it
+            pass
+    sum_a, sum_b = generation_gradient_sums(model, forget_x, forget_class, guidance, draws, seed=seed, progress=progress)
+    try:
+        from safetensors.torch import save_file
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.stem}.{os.getpid()}.partial")
+        save_file({**{f"a/{n}": g.detach().cpu().contiguous() for n, g in sum_a.items()},
+                   **{f"b/{n}": g.detach().cpu().contiguous() for n, g in sum_b.items()}}, str(partial))
+        partial.replace(path)
+    except OSError:  # a full or read-only disk: used, only not kept
+        pass
+    return sum_a, sum_b
+
+
+def warm_masks(datasets=WARM_DATASETS, classes=(DEFAULT_CLASS,), seed: int = 0,
+               threads: int | None = None) -> list[tuple[str, int, str, float]]:
+    """The Diffusion page's saliency-mask gradients for these classes of each dataset's shipped generator,
+    at its default guidance and draws; returns (dataset, class, "stored" or "computed", seconds)."""
+    import torch
+
+    from core.data import load_dataset
+    from core.diffusion.methods import MASK_DRAWS, generation_split
+    from core.diffusion.model import SHIPPED_GENERATORS, default_guidance, load_generator
+
+    torch.set_num_threads(int(threads or app_threads()))
+    done = []
+    for dataset in datasets:
+        path = SHIPPED_GENERATORS.get(dataset)
+        if path is None or not path.is_file():
+            continue
+        model, meta = load_generator(path)
+        guidance = default_guidance(meta)
+        for k in classes:
+            data = generation_split(load_dataset(dataset), k)
+            start = time.perf_counter()
+            where = mask_gradients_path(path, k, len(data.forget_x), guidance, MASK_DRAWS, seed)
+            status = "stored" if where.is_file() else "computed"
+            mask_gradient_sums(path, model, data.forget_x, k, guidance, MASK_DRAWS, seed)
+            done.append((dataset, int(k), status, time.perf_counter() - start))
+    return done

@@ -39,9 +39,18 @@ def retain_gradients(dataset: str, forget: str, checkpoint: str | None, data_roo
     return gradients(_exp)
 
 
+@st.cache_data(show_spinner=False, max_entries=64)
+def overlap_curve(key: tuple, _grads_a, _grads_b) -> list:
+    """IoU of two masks at sparsities 5..100%: independent of the slider, so computed once per pair (80
+    global thresholds, seconds) and not on every move of it. `key` names the pair."""
+    from core.classification.analysis import overlap_across_sparsity
+
+    return overlap_across_sparsity(_grads_a, _grads_b, [s / 100 for s in range(5, 101, 5)])
+
+
 def main() -> None:
     ui.ensure_navigation(__file__)
-    from core.classification.analysis import chance_iou, overlap_across_sparsity
+    from core.classification.analysis import chance_iou
     from core.classification.plots import (gradient_heatmap, iou_matrix_figure, layer_overlap_figure,
                                            overlap_sparsity_figure, salient_fraction_figure)
 
@@ -109,11 +118,12 @@ def main() -> None:
                    "A low overlap means SalUn can forget without touching what the kept data relies on most.")
     st.plotly_chart(layer_overlap_figure({f"classes {class_names[a]} & {class_names[b]}": per_layer_ab,
                                           "forget set & retain set": per_layer_fr}, sparsity), key="sal_overlap_layers")
-    shares = [s / 100 for s in range(5, 101, 5)]
     col_ab, col_fr = st.columns(2)
-    col_ab.plotly_chart(overlap_sparsity_figure(overlap_across_sparsity(all_grads[a], all_grads[b], shares),
+    model = (target.dataset, target.checkpoint, target.data_root)
+    col_ab.plotly_chart(overlap_sparsity_figure(overlap_curve((*model, "classes", a, b), all_grads[a], all_grads[b]),
                                                 f"classes {class_names[a]} & {class_names[b]}"), key="sal_overlap_sparsity_ab")
-    col_fr.plotly_chart(overlap_sparsity_figure(overlap_across_sparsity(grads, retain_grads, shares),
+    col_fr.plotly_chart(overlap_sparsity_figure(overlap_curve((*model, "forget/retain", target.forget, target.seed),
+                                                              grads, retain_grads),
                                                 "forget set & retain set"), key="sal_overlap_sparsity_fr")
     st.caption("Overlap across sparsity: at 100% both masks hold every weight (IoU 1), so the distance above the "
                "dotted chance curve is what says two masks agree.")

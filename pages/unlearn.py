@@ -138,33 +138,40 @@ def show_comparison(exp, results: list[tuple[str, object]], seed: int) -> None:
     with tab_metrics:
         st.plotly_chart(metrics_figure(columns), key="metrics_fig")
         st.caption(" · ".join(f"**{METRIC_LABELS[k]}**: {METRIC_DEFINITIONS[k]}" for k in ("ua", "ra", "ta", "mia_efficacy")))
-    with tab_class:
-        per_class = {label: per_class_accuracy(m, test_x, test_y, exp.dataset.num_classes) for label, m in models.items()}
-        st.plotly_chart(per_class_accuracy_figure(per_class, class_names, forget_class), key="per_class_fig")
-    with tab_confusion:
-        cols = st.columns(min(3, len(models)))
-        for i, (label, model) in enumerate(models.items()):
-            with cols[i % len(cols)]:
-                st.plotly_chart(confusion_matrix_figure(confusion_matrix(model, test_x, test_y, exp.dataset.num_classes),
-                                                        class_names, label), key=f"confusion_{i}")
-    with tab_attr:
-        images, labels = attribution_examples(exp.dataset, exp.split, count=4)
-        chosen = st.selectbox("After", [label for label, _ in results], key="attr_after")
-        model_after = dict(results)[chosen].model
-        before_ig = integrated_gradients(exp.original, images, labels)
-        after_ig = integrated_gradients(model_after, images, labels)
-        names = [str(class_names[int(c)]) for c in labels]
-        st.plotly_chart(attribution_figure(images.numpy(), names, before_ig, after_ig,
-                                           [str(class_names[c]) for c in predicted_labels(exp.original, images)],
-                                           [str(class_names[c]) for c in predicted_labels(model_after, images)],
-                                           after_label=chosen), key="attr_fig")
-        st.caption("Integrated Gradients (captum) on the same test images, toward their true label, from a black "
-                   "baseline. The first rows are images of what was forgotten.")
-    with tab_mia:
-        panels = {"Before": details(exp, None, seed), **{label: details(exp, r, seed) for label, r in results}}
-        st.plotly_chart(membership_figure(panels), key="mia_fig")
-        st.caption(METRIC_DEFINITIONS["mia_efficacy"] + " The attacker is fitted anew for each model on retain "
-                   "(members) and test (non-members) confidences; the shaded range is where it says 'member'.")
+    # only the open tab computes (integrated gradients, confusion matrices and the membership attackers
+    # take seconds): the comparison itself is on screen as soon as its numbers are
+    if tab_class.open:
+        with tab_class:
+            per_class = {label: per_class_accuracy(m, test_x, test_y, exp.dataset.num_classes)
+                         for label, m in models.items()}
+            st.plotly_chart(per_class_accuracy_figure(per_class, class_names, forget_class), key="per_class_fig")
+    if tab_confusion.open:
+        with tab_confusion:
+            cols = st.columns(min(3, len(models)))
+            for i, (label, model) in enumerate(models.items()):
+                with cols[i % len(cols)]:
+                    st.plotly_chart(confusion_matrix_figure(confusion_matrix(model, test_x, test_y, exp.dataset.num_classes),
+                                                            class_names, label), key=f"confusion_{i}")
+    if tab_attr.open:
+        with tab_attr:
+            images, labels = attribution_examples(exp.dataset, exp.split, count=4)
+            chosen = st.selectbox("After", [label for label, _ in results], key="attr_after")
+            model_after = dict(results)[chosen].model
+            before_ig = integrated_gradients(exp.original, images, labels)
+            after_ig = integrated_gradients(model_after, images, labels)
+            names = [str(class_names[int(c)]) for c in labels]
+            st.plotly_chart(attribution_figure(images.numpy(), names, before_ig, after_ig,
+                                               [str(class_names[c]) for c in predicted_labels(exp.original, images)],
+                                               [str(class_names[c]) for c in predicted_labels(model_after, images)],
+                                               after_label=chosen), key="attr_fig")
+            st.caption("Integrated Gradients (captum) on the same test images, toward their true label, from a black "
+                       "baseline. The first rows are images of what was forgotten.")
+    if tab_mia.open:
+        with tab_mia:
+            panels = {"Before": details(exp, None, seed), **{label: details(exp, r, seed) for label, r in results}}
+            st.plotly_chart(membership_figure(panels), key="mia_fig")
+            st.caption(METRIC_DEFINITIONS["mia_efficacy"] + " The attacker is fitted anew for each model on retain "
+                       "(members) and test (non-members) confidences; the shaded range is where it says 'member'.")
     for tab, view in ((tab_audit, lambda: views.audit_view(exp, results, seed)),
                       (tab_labels, lambda: views.forget_labels_view(exp, results)),
                       (tab_emb, lambda: views.embedding_view(exp, results, seed)),

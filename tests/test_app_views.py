@@ -75,9 +75,13 @@ def test_new_views_render_only_when_their_tab_is_open_and_report_core_numbers(co
     assert set(audit["Model"]) == {"Before", "SalUn", "Retrain"}
     assert audit["AUC"].between(0, 1).all()
 
-    for name in ("Embedding", "Layer similarity"):
+    for name in ("Embedding", "Layer similarity", "Per class", "Attributions", "Membership inference"):
         open_tab(at, name)
         assert charts(at) == before + 1, name
+    open_tab(at, "Confusion matrices")
+    assert charts(at) == before + 3  # Before, SalUn, Retrain
+    open_tab(at, "Metrics")
+    assert charts(at) == before  # back to the comparison alone: nothing behind a closed tab is drawn
 
 
 def test_replay_ends_at_the_run_s_own_forget_accuracy(compared):

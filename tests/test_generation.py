@@ -119,6 +119,38 @@ def test_shipped_generator_masks_from_two_seeds_overlap_at_iou_0_9():
     assert iou >= 0.9, (iou, per_layer)
 
 
+def test_kept_mask_gradients_give_the_same_mask_and_run_as_computing_them(trained, digits, tmp_path, monkeypatch):
+    """The Diffusion page reads a class's mask gradients back from the store after the first run: the
+    mask, the unlearned weights and the stability figure must be those of a run that computes them."""
+    import core.diffusion.methods as methods
+    from core.warm import mask_gradient_sums, mask_gradients_path
+
+    monkeypatch.setenv("SALUN_HOME", str(tmp_path / "home"))
+    path = save_generator(trained, tmp_path / "g.safetensors", {"dataset": "digits", "command": "x", "seed": 0})
+    data = generation_split(digits, 3)
+    kept = lambda: mask_gradient_sums(path, trained, data.forget_x, 3, 2.0, 48, seed=1)  # noqa: E731
+    fresh = unlearn_generator(trained, data, "salun", sparsity=0.4, seed=1, mask_guidance=2.0, mask_draws=48,
+                              steps=3, lr=1e-2)
+    first = unlearn_generator(trained, data, "salun", sparsity=0.4, seed=1, mask_guidance=2.0, mask_draws=48,
+                              steps=3, lr=1e-2, gradient_sums=kept)
+    assert mask_gradients_path(path, 3, len(data.forget_x), 2.0, 48, 1).is_file()
+
+    def not_again(*args, **kwargs):
+        raise AssertionError("the kept gradients were computed again")
+
+    monkeypatch.setattr(methods, "generation_gradient_sums", not_again)  # what mask_gradient_sums would call
+    read_back = unlearn_generator(trained, data, "salun", sparsity=0.4, seed=1, mask_guidance=2.0, mask_draws=48,
+                                  steps=3, lr=1e-2, gradient_sums=kept)
+    assert read_back.timings["mask_cached"] == 1.0 and "mask_cached" not in fresh.timings
+    for run in (first, read_back):
+        assert list(run.mask) == list(fresh.mask)  # parameter order: saliency_mask breaks ties by it
+        assert all(torch.equal(run.mask[n], fresh.mask[n]) for n in fresh.mask)
+        assert state_checksum(run.model) == state_checksum(fresh.model)
+        assert run.mask_stability == fresh.mask_stability
+    # another seed, class or draw budget is another file
+    assert mask_gradients_path(path, 3, len(data.forget_x), 2.0, 48, 2) != mask_gradients_path(path, 3, len(data.forget_x), 2.0, 48, 1)
+
+
 def test_small_budget_changes_forgotten_class_more_than_retained(trained, digits):
     data = generation_split(digits, 3)
     labels = torch.arange(10).repeat_interleave(6)

@@ -89,3 +89,19 @@ def test_layer_statistics_report_fraction_and_quantiles():
     for row in rows:
         assert row["salient_fraction"] == pytest.approx(float(mask[row["layer"]].float().mean()))
         assert row["grad_median"] <= row["grad_q90"] <= row["grad_q99"] <= row["grad_max"]
+
+
+def test_overlap_across_sparsity_equals_the_masks_iou_at_every_sparsity_ties_included():
+    from core.classification.analysis import overlap_across_sparsity
+    from core.saliency import mask_iou, saliency_mask
+
+    g = torch.Generator().manual_seed(0)
+    # rounded values and zeros: many ties at every threshold, which saliency_mask breaks by parameter order
+    a = {"w1": torch.randint(0, 4, (30, 7), generator=g).float(), "b1": torch.zeros(7), "w2": torch.rand(5, 9, generator=g).round(decimals=1)}
+    b = {name: torch.randint(0, 3, v.shape, generator=g).float() for name, v in a.items()}
+    shares = [0.001, 0.05, 0.2, 0.33, 0.5, 0.77, 0.999, 1.0]
+    rows = overlap_across_sparsity(a, b, shares)
+    assert [r["sparsity"] for r in rows] == shares
+    for row in rows:
+        expected = mask_iou(saliency_mask(a, row["sparsity"]), saliency_mask(b, row["sparsity"]))[0]
+        assert row["iou"] == expected, row

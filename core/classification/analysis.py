@@ -82,11 +82,30 @@ def chance_iou(sparsity: float) -> float:
 
 def overlap_across_sparsity(gradients_a: dict[str, torch.Tensor], gradients_b: dict[str, torch.Tensor],
                             sparsities: Iterable[float]) -> list[dict]:
-    """IoU of the two gradients' masks at every sparsity, beside what random masks would give."""
+    """IoU of the two gradients' masks at every sparsity, beside what random masks would give.
+
+    The masks are saliency_mask's, ties included: a weight is in the mask at sparsity s when its rank in
+    a stable descending sort is below floor(s × total). Ranking once serves every sparsity (two sorts
+    instead of two global thresholds per sparsity: milliseconds instead of seconds)."""
+    if gradients_a.keys() != gradients_b.keys():
+        raise SalunError("the two gradients belong to different models (their parameter names differ)")
+
+    def ranks(gradients):
+        values = -torch.cat([g.detach().reshape(-1) for g in gradients.values()])
+        order = torch.argsort(values, stable=True)
+        out = torch.empty_like(order)
+        out[order] = torch.arange(len(order))
+        return out
+
+    rank_a, rank_b = ranks(gradients_a), ranks(gradients_b)
+    total = rank_a.numel()
     rows = []
     for s in sparsities:
         s = check_fraction("sparsity", s)
-        iou = mask_iou(saliency_mask(gradients_a, s), saliency_mask(gradients_b, s))[0]
+        k = max(1, int(total * s))
+        a, b = rank_a < k, rank_b < k
+        union = int((a | b).sum())
+        iou = int((a & b).sum()) / union if union else 1.0
         rows.append({"sparsity": s, "iou": iou, "chance_iou": chance_iou(s)})
     return rows
 

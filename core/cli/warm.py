@@ -75,7 +75,7 @@ def cmd_warm(args) -> dict:
 
     done = warm(datasets, classes, methods, seed=args.seed, recompute=args.recompute, threads=args.threads,
                 report=report)
-    grids = []
+    grids, masks = [], []
     if not args.no_grids:
         from core.warm import warm_grids
 
@@ -83,6 +83,13 @@ def cmd_warm(args) -> dict:
         for dataset, status, seconds in grids:
             if not args.quiet:
                 print(f"{dataset} Diffusion before-grid: {status} in {seconds:.1f} s", file=sys.stderr, flush=True)
+        from core.warm import DEFAULT_CLASS, warm_masks
+
+        masks = warm_masks(datasets, classes or [DEFAULT_CLASS], seed=args.seed, threads=args.threads)
+        for dataset, k, status, seconds in masks:
+            if not args.quiet:
+                print(f"{dataset} Diffusion saliency mask, class {k}: {status} in {seconds:.1f} s", file=sys.stderr,
+                      flush=True)
     failed = [item for item in done if item.status == "failed"]
     if failed:
         args.exit_status = 1
@@ -91,7 +98,8 @@ def cmd_warm(args) -> dict:
                       **({"error": i.message} if i.message else {})} for i in done],
             "computed": sum(i.status == "computed" for i in done), "stored": sum(i.status == "stored" for i in done),
             "failed": len(failed),
-            "grids": [{"dataset": d, "status": st, "seconds": round(sec, 2)} for d, st, sec in grids]}
+            "grids": [{"dataset": d, "status": st, "seconds": round(sec, 2)} for d, st, sec in grids],
+            "masks": [{"dataset": d, "class": k, "status": st, "seconds": round(sec, 2)} for d, k, st, sec in masks]}
 
 
 def add_commands(sub) -> None:
@@ -104,7 +112,7 @@ def add_commands(sub) -> None:
                    help="torch threads per run (default: as the app's job runner, cores // max_concurrent_jobs)")
     p.add_argument("--recompute", action="store_true", help="compute and record every run even if it is stored")
     p.add_argument("--no-grids", action="store_true",
-                   help="skip the Diffusion page's before-grid of each dataset's shipped generator")
+                   help="skip the Diffusion page's before-grid and default-class mask of each dataset's shipped generator")
     p.add_argument("--verify", type=int, default=None, metavar="CLASS",
                    help="compute this class's runs afresh and say whether the stored ones are the same (exit 1 if not)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")

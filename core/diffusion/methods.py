@@ -318,7 +318,7 @@ def unlearn_generator(original: ConditionalUNet, data: GenerationData, method: s
                       sparsity: float = DEFAULT_SPARSITY, seed: int = 0, masked: bool = False,
                       mask_guidance: float = DEFAULT_GUIDANCE, mask_draws: int = MASK_DRAWS,
                       progress: Progress | None = None, watch: Callable | None = None, dataset: str = "*",
-                      mask_progress: Progress | None = None,
+                      mask_progress: Progress | None = None, gradient_sums: Callable[[], tuple] | None = None,
                       **overrides) -> GenerationUnlearning:
     """Forget `data.forget_class` from a deep copy of `original`; the original is never modified.
 
@@ -328,7 +328,10 @@ def unlearn_generator(original: ConditionalUNet, data: GenerationData, method: s
     loss)`, if given, sees the model being changed after every step (for a live preview; its time is
     not counted in `rte_seconds`). `overrides` are the method's settings (None: its default for
     `dataset`), checked against its declaration in core.methods. `mask_progress(done, total, nan)` follows
-    the saliency mask's batches (and may raise CancelledError, like `progress`).
+    the saliency mask's batches (and may raise CancelledError, like `progress`). `gradient_sums()`, if
+    given, returns the (g_a, g_b) that generation_gradient_sums would compute here (core.warm keeps them on
+    disk per generator file, class, guidance, draws and seed); the mask is then the same, its time is
+    only that of reading them, and `timings["mask_cached"]` (1.0) says so.
     """
     spec = get_method(method, "generation")
     sparsity = check_fraction("sparsity", sparsity)
@@ -339,8 +342,15 @@ def unlearn_generator(original: ConditionalUNet, data: GenerationData, method: s
     mask = gradients = stability = None
     timings = {}
     if spec.uses_mask(masked):
-        gradients, half_a, half_b = generation_saliency(model, data.forget_x, data.forget_class, mask_guidance,
-                                                        mask_draws, seed=seed, progress=mask_progress)
+        if gradient_sums is None:
+            sum_a, sum_b = generation_gradient_sums(model, data.forget_x, data.forget_class, mask_guidance, mask_draws,
+                                                    seed=seed, progress=mask_progress)
+        else:
+            sum_a, sum_b = gradient_sums()
+            timings["mask_cached"] = 1.0  # a number: timings are logged as MLflow metrics
+        # as generation_saliency: the full sum's magnitude ranks, the halves measure stability
+        gradients = {name: (sum_a[name] + sum_b[name]).abs() for name in sum_a}
+        half_a, half_b = ({n: g.abs() for n, g in sum_a.items()}, {n: g.abs() for n, g in sum_b.items()})
         mask = saliency_mask(gradients, sparsity)
         timings["mask_seconds"] = time.perf_counter() - start
         passes = mask_passes(mask_draws, len(data.forget_x))
