@@ -14,6 +14,7 @@ Figures (seconds):
   Retrain reference shown  Unlearn & compare, Run with its defaults (SalUn + Retrain) -> comparison table, idle
   slider -> idle           Saliency explorer's sparsity slider moved one step -> page redrawn and idle
   Diffusion before-grid    Diffusion page opened -> the original model's grid drawn, idle
+  Diffusion forgetting     Forget clicked with the page's defaults (SalUn, class 3) -> result heading, idle
 Before the server starts, `python -m core.cli warm --classes 3` makes sure the default target's runs and
 the before-grid are in the store (unless --cold), and says whether it had to compute them.
 The machine's load average is printed: on a shared 2-core machine it decides every figure.
@@ -137,6 +138,15 @@ def browser_figures(env: dict, slow_ms: int) -> None:
         expect(page.get_by_test_id("stImage").first).to_be_visible(timeout=slow_ms)
         idle(page, slow_ms)
         figure("Diffusion before-grid", time.perf_counter() - start)
+
+        # the page's default run (SalUn, class 3, its default steps and images per class)
+        start = time.perf_counter()
+        page.get_by_role("button", name="Forget", exact=True).click()
+        done = page.get_by_role("heading", name=re.compile(r"Class 3 forgotten with SalUn in \d+ s"))
+        expect(done).to_be_visible(timeout=slow_ms)
+        idle(page, slow_ms)
+        mask = "mask from the store" if page.get_by_text("read back from the store", exact=False).count() else "mask computed"
+        figure("Diffusion forgetting", time.perf_counter() - start, f"{done.inner_text().strip()}; {mask}")
         browser.close()
 
 
@@ -159,7 +169,8 @@ def main() -> None:
     else:
         start = time.perf_counter()
         out = cli(["warm", "--classes", "3", "--json", "--quiet"], env)
-        grids = ", ".join(f"{g['dataset']} grid {g['status']}" for g in out.get("grids", []))
+        grids = ", ".join([f"{g['dataset']} grid {g['status']}" for g in out.get("grids", [])]
+                          + [f"{m['dataset']} class {m['class']} mask {m['status']}" for m in out.get("masks", [])])
         print(f"warm store for class 3: {out['computed']} computed, {out['stored']} already stored"
               f"{'; ' + grids if grids else ''} ({time.perf_counter() - start:.1f} s)", flush=True)
     browser_figures(env, int(args.slow_s * 1000))

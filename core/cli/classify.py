@@ -110,7 +110,7 @@ def add_commands(sub) -> None:
     """Add this area's subcommands to `python -m core.cli`."""
     p = sub.add_parser("train", help="train an original classifier")
     add_common_options(p)
-    p.add_argument("--model", default=None, help="small_cnn or resnet18 (default: the dataset's)")
+    p.add_argument("--model", default=None, help="small_cnn, wide_cnn or resnet18 (default: the dataset's)")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--batch-size", type=int, default=128)

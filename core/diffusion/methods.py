@@ -35,7 +35,7 @@ from core.diffusion.training import diffusion_loss
 from core.errors import SalunError, check_fraction, check_positive
 from core.methods import Method, Param, get_method, register
 from core.saliency import DEFAULT_SPARSITY, Mask, MaskConstraint, mask_iou, saliency_mask
-from core.steps import MaskedSteps, Progress
+from core.steps import MaskedSteps, Progress, load_optimizer_machinery
 
 
 @dataclass
@@ -218,7 +218,8 @@ def run_relabel(model, data: GenerationData, params: dict, mask=None, progress=N
             if params["null_share"] > 0:  # (no draw at 0, so runs without it repeat exactly)
                 yr = yr.clone()
                 yr[torch.rand(len(yr), generator=generator) < params["null_share"]] = model.null_class
-            loss = loss + params["alpha"] * diffusion_loss(model, scheduler, to_model_range(xr).to(device), yr.to(device), generator)
+            loss = loss + params["alpha"] * diffusion_loss(model, scheduler, to_model_range(xr).to(device), yr.to(device),
+                                                           generator, snr_gamma=params["retain_snr_gamma"])
         return loss
 
     return _adam_loop(model, data, params, mask, progress, what, step_loss)
@@ -269,6 +270,10 @@ NULL_SHARE = Param(
     "null_share", float, 0.0, low=0, high=1, label="Null-label share (retained loss)", step=0.05,
     meaning="share of the retained batch trained with the null label, as in the generator's own training: keeps "
             "the unconditional prediction that classifier-free guidance mixes into every image")
+RETAIN_SNR = Param(
+    "retain_snr_gamma", float, 0.0, low=0, high=1000, label="Min-SNR γ (retained loss)", step=1.0,
+    meaning="weight each retained image's error by min(SNR, γ)/SNR, as the shipped generators were trained "
+            "(γ 5); 0: plain MSE, which lets nearly noise-free timesteps dominate")
 ADAM_PARAMS = (
     Param("weight_decay", float, 0.0, low=0, high=1, label="Weight decay", step=1e-4,
           meaning="Adam weight decay; weights outside the mask still end exactly where they started"),
@@ -288,9 +293,9 @@ ADAM_PARAMS = (
 for _method in [
     Method("salun", "SalUn", "Map the forgotten class to another class (c+1 mod K) under the saliency mask, "
            "plus alpha x the diffusion loss on retained classes.", "generation", run_salun,
-           (_steps(60), LR, ALPHA, NULL_SHARE, *ADAM_PARAMS), mask="required"),
+           (_steps(60), LR, ALPHA, NULL_SHARE, RETAIN_SNR, *ADAM_PARAMS), mask="required"),
     Method("rl", "RL", "SalUn's objective on all weights (no mask).", "generation", run_rl,
-           (_steps(60), LR, ALPHA, NULL_SHARE, *ADAM_PARAMS)),
+           (_steps(60), LR, ALPHA, NULL_SHARE, RETAIN_SNR, *ADAM_PARAMS)),
     Method("ga", "GA", "Gradient ascent on the forgotten class's diffusion loss.", "generation", run_ga,
            (_steps(20), LR, *ADAM_PARAMS)),
     Method("ft", "FT (retrain stand-in)", "Fine-tune with the ordinary diffusion loss on retained classes only.",
@@ -337,6 +342,7 @@ def unlearn_generator(original: ConditionalUNet, data: GenerationData, method: s
     sparsity = check_fraction("sparsity", sparsity)
     params = spec.resolve(seed, dataset, "class", **overrides)
     check_class(original, data.forget_class, "forgotten class")
+    load_optimizer_machinery()  # torch's one-off import, outside the run's RTE (as for the classifier)
     start = time.perf_counter()
     model = copy.deepcopy(original)
     mask = gradients = stability = None
