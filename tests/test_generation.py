@@ -151,6 +151,36 @@ def test_kept_mask_gradients_give_the_same_mask_and_run_as_computing_them(traine
     assert mask_gradients_path(path, 3, len(data.forget_x), 2.0, 48, 2) != mask_gradients_path(path, 3, len(data.forget_x), 2.0, 48, 1)
 
 
+def test_retained_loss_trains_null_labels_and_min_snr_as_the_generator_was_trained(trained, digits, monkeypatch):
+    """Fashion-MNIST's defaults train the retained batch as the shipped generator was trained (a share of
+    null labels for classifier-free guidance, min-SNR weights); the digit defaults leave both off."""
+    import core.diffusion.methods as methods
+    from core.methods import get_method
+
+    spec = get_method("salun", "generation")
+    assert {k: spec.defaults("fashion_mnist", "class")[k] for k in ("null_share", "retain_snr_gamma", "alpha")} == \
+        {"null_share": 0.3, "retain_snr_gamma": 5.0, "alpha": 5.0}
+    assert spec.defaults("mnist5k", "class")["null_share"] == 0 and spec.defaults("mnist5k", "class")["retain_snr_gamma"] == 0
+    assert get_method("rl", "generation").defaults("fashion_mnist", "class") == spec.defaults("fashion_mnist", "class")
+
+    seen = []
+    real = methods.diffusion_loss
+
+    def spy(model, scheduler, x0, labels, generator=None, snr_gamma=0.0):
+        seen.append((labels.clone(), snr_gamma))
+        return real(model, scheduler, x0, labels, generator, snr_gamma=snr_gamma)
+
+    monkeypatch.setattr(methods, "diffusion_loss", spy)
+    data = generation_split(digits, 3)
+    unlearn_generator(trained, data, "rl", seed=0, steps=20, batch_size=50, null_share=0.3, retain_snr_gamma=5.0)
+    labels = torch.cat([l for l, _ in seen])
+    share = float((labels == trained.null_class).float().mean())
+    assert 0.2 < share < 0.4 and {g for _, g in seen} == {5.0}
+    seen.clear()
+    unlearn_generator(trained, data, "rl", seed=0, steps=5, batch_size=50)
+    assert not any(bool((l == trained.null_class).any()) for l, _ in seen) and {g for _, g in seen} == {0.0}
+
+
 def test_small_budget_changes_forgotten_class_more_than_retained(trained, digits):
     data = generation_split(digits, 3)
     labels = torch.arange(10).repeat_interleave(6)
