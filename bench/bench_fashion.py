@@ -115,11 +115,15 @@ def mean_std(values) -> str:
 
 
 def scenario(forget: str, seeds: list[int], retrain_seeds: list[int], split_seed: int, log,
-             retrain_epochs: int | None = None) -> list[str]:
-    """Retrain (once per retrain seed) and SalUn (once per seed) on one split; the report's lines."""
+             retrain_epochs: int | None = None, finished_only: bool = False) -> list[str]:
+    """Retrain (once per retrain seed) and SalUn (once per seed) on one split; the report's lines.
+    `finished_only`: tabulate the runs already kept, compute none (a seed not run yet is left out)."""
     def get(method, seed):
         epochs = retrain_epochs if method == "retrain" else None
         key = run_key(60000, forget, method, seed, split_seed, epochs)
+        if finished_only:
+            path = CACHE / f"{key}.json"
+            return json.loads(path.read_text()) if path.is_file() else None
 
         def compute():
             print(f"[{time.strftime('%H:%M:%S')}] running {key}", file=log, flush=True)
@@ -131,9 +135,11 @@ def scenario(forget: str, seeds: list[int], retrain_seeds: list[int], split_seed
               + f"  wall {row['rte_seconds']:.1f}s  cpu {row['cpu_seconds']:.1f}s", file=log, flush=True)
         return row
 
-    retrains = [get("retrain", s) for s in retrain_seeds]
-    saluns = [get("salun", s) for s in seeds]
-    if not saluns:
+    retrains = [r for r in (get("retrain", s) for s in retrain_seeds) if r is not None]
+    saluns = [r for r in (get("salun", s) for s in seeds) if r is not None]
+    retrain_seeds = [s for s in retrain_seeds if finished_only is False or (CACHE / f"{run_key(60000, forget, 'retrain', s, split_seed, retrain_epochs)}.json").is_file()]
+    seeds = [s for s in seeds if finished_only is False or (CACHE / f"{run_key(60000, forget, 'salun', s, split_seed)}.json").is_file()]
+    if not saluns or not retrains:
         return []
     gaps = [avg_gap(s, r) for s in saluns for r in retrains]
     cpu_ratio = [s["cpu_seconds"] / r["cpu_seconds"] for s in saluns for r in retrains]
@@ -165,6 +171,8 @@ def main(argv=None) -> int:
     parser.add_argument("--retrain-epochs", type=int, default=None,
                         help="Retrain for this many epochs instead of the shipped model's 15 (to save time)")
     parser.add_argument("--mia-samples", type=int, default=MIA_SAMPLES)
+    parser.add_argument("--finished-only", action="store_true",
+                        help="tabulate the runs kept in runs/bench_fashion/, compute none (missing seeds left out)")
     args = parser.parse_args(argv)
     set_mia_samples(args.mia_samples)
     torch.set_num_threads(args.threads)
@@ -173,12 +181,14 @@ def main(argv=None) -> int:
               f"Retrain {args.retrain_epochs or 15} epochs; {args.threads} thread(s); MIA-Efficacy over "
               f"{MIA_SAMPLES} member sample(s) per seed", ""]
     # Every Retrain first (they do not depend on SalUn's settings), then SalUn, then the tables.
-    for forget in args.scenarios:
-        scenario(forget, [], args.retrain_seeds, args.split_seed, sys.stdout, args.retrain_epochs)
+    if not args.finished_only:
+        for forget in args.scenarios:
+            scenario(forget, [], args.retrain_seeds, args.split_seed, sys.stdout, args.retrain_epochs)
     if args.retrain_only:
         return 0
     for forget in args.scenarios:
-        report += scenario(forget, args.seeds, args.retrain_seeds, args.split_seed, sys.stdout, args.retrain_epochs) + [""]
+        report += scenario(forget, args.seeds, args.retrain_seeds, args.split_seed, sys.stdout, args.retrain_epochs,
+                           args.finished_only) + [""]
         RESULTS.write_text("\n".join(report) + "\n")
     report.append(f"total wall time of this invocation {time.time() - started:.0f} s (finished runs are reused)")
     RESULTS.write_text("\n".join(report) + "\n")
