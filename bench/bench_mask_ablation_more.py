@@ -12,7 +12,7 @@ digit model does not cover:
             Retrain is bench_fashion.py's seed-0 run (runs/bench_fashion/), MIA-Efficacy over 1 member sample.
 
 Learning rates 1e-3, 3e-3, 1e-2, 3e-2 unless said; every other setting is SalUn's default for the dataset and forget
-kind, shared by RL. Every run is appended to bench/results/mask_ablation_more.json as it finishes (reruns
+kind, shared by RL. Every run is appended to bench/results/mask_ablation_more_<setting>.json as it finishes (reruns
 skip what is there); `report` prints the tables and writes mask_ablation_more.txt.
 
     OMP_NUM_THREADS=1 python bench/bench_mask_ablation_more.py wide random fashion report
@@ -34,7 +34,7 @@ from core.classification.experiment import Experiment, RunConfig
 from core.classification.metrics import avg_gap
 
 ROOT = Path(__file__).resolve().parent.parent
-RUNS_FILE = RESULTS / "mask_ablation_more.json"
+RUNS_FILE = RESULTS / "mask_ablation_more_{}.json"  # one per setting: settings run side by side
 REPORT_FILE = RESULTS / "mask_ablation_more.txt"
 WIDE = ROOT / "runs" / "wide" / "mnist5k_wide_cnn.safetensors"
 LRS = [1e-3, 3e-3, 1e-2, 3e-2]
@@ -69,7 +69,7 @@ def stage(setting: str, seeds: list[int]) -> None:
     dataset, checkpoint, targets, mia, lrs = SETTINGS[setting]
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise SystemExit(f"{checkpoint} is missing; train it first (see this file's docstring)")
-    results = Results(RUNS_FILE)
+    results = Results(Path(str(RUNS_FILE).format(setting)))
     for forget in targets:
         exp = Experiment.from_config(RunConfig(dataset=dataset, forget=forget, seed=0,
                                                checkpoint=str(checkpoint) if checkpoint else None),
@@ -88,7 +88,8 @@ def stage(setting: str, seeds: list[int]) -> None:
 
 
 def report() -> None:
-    results = Results(RUNS_FILE)
+    results = Results(Path(str(RUNS_FILE).format("all")))
+    results.records = [r for name in SETTINGS for r in Results(Path(str(RUNS_FILE).format(name))).records]
     lines = [f"# bench_mask_ablation_more ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}): SalUn (mask 50%) "
              "vs RL (no mask), identical recipe, mean ± std over seeds; Avg. Gap to Retrain (lower is better)",
              f"{'setting':<8}{'target':<12}{'lr':>7}  {'SalUn gap':>14}{'RL gap':>14}  {'SalUn RA':>14}{'RL RA':>14}"
@@ -109,7 +110,10 @@ def report() -> None:
                 (sg, ss), (rg, rs) = pm(cell["salun"], "avg_gap"), pm(cell["rl"], "avg_gap")
                 noise = 2.0 * max(ss, rs, 0.05)  # as the app's "Why the mask?" page: 2 spreads apart
                 verdict = "SalUn" if rg - sg > noise else "RL" if sg - rg > noise else "neither"
-                verdicts[verdict] += 1
+                if min(len(cell["salun"]), len(cell["rl"])) < 2:
+                    verdict = "one seed: no verdict"
+                else:
+                    verdicts[verdict] += 1
                 cells = [pm(cell["salun"], "avg_gap"), pm(cell["rl"], "avg_gap"), pm(cell["salun"], "ra"),
                          pm(cell["rl"], "ra"), pm(cell["salun"], "ua"), pm(cell["rl"], "ua")]
                 lines.append(f"{setting:<8}{forget:<12}{lr:>7g}  " + "".join(f"{m:7.2f} ± {s:4.2f}" for m, s in cells[:2])
