@@ -22,8 +22,10 @@ here, every training image of one digit — as if it had never seen it, without 
 2. **Change only those weights.** It teaches the model to give the forgotten images wrong labels while it
    keeps practising on the rest of the data, so the other digits stay recognised.
 
-On this small digit model the mask itself is not what makes it work: the same training with every weight
-free (RL) forgets as well and keeps as much — measured on the *Why the mask?* page.
+On this small digit classifier the mask itself is not what makes it work: the same training with every
+weight free (RL) forgets as well and keeps as much. On the digit *generator* (the Diffusion page) the mask
+does help: the digits it keeps lose about 1.7 points less recognition than with RL (better in 8 of 9 runs
+over three digits and three seeds). Both are measured on the *Why the mask?* page.
 """
 
 
