@@ -25,11 +25,19 @@ def class_gradients(dataset: str, checkpoint: str | None, data_root: str | None,
     return gradients(_exp.original, _exp.dataset, device=_exp.device)
 
 
+@st.cache_resource(show_spinner=False, max_entries=4)
+def class_ranks(dataset: str, checkpoint: str | None, data_root: str | None, _grads):
+    """Every class's ranking of the weights: computed once per model, any sparsity's masks read off it."""
+    from core.classification.analysis import mask_ranks
+
+    return {c: mask_ranks(g) for c, g in _grads.items()}
+
+
 @st.cache_data(show_spinner="Comparing the masks of all classes…", max_entries=32)
 def class_iou(dataset: str, checkpoint: str | None, data_root: str | None, sparsity: float, _grads):
     from core.classification.analysis import class_iou_matrix
 
-    return class_iou_matrix(_grads, sparsity)
+    return class_iou_matrix(_grads, sparsity, class_ranks(dataset, checkpoint, data_root, _grads))
 
 
 @st.cache_resource(show_spinner="Computing the retain set's gradient…", max_entries=8)

@@ -105,3 +105,16 @@ def test_overlap_across_sparsity_equals_the_masks_iou_at_every_sparsity_ties_inc
     for row in rows:
         expected = mask_iou(saliency_mask(a, row["sparsity"]), saliency_mask(b, row["sparsity"]))[0]
         assert row["iou"] == expected, row
+
+
+def test_class_iou_matrix_from_rankings_equals_the_class_masks_iou():
+    from core.classification.analysis import class_iou_matrix, class_masks, mask_ranks
+
+    g = torch.Generator().manual_seed(1)
+    grads = {c: {"w": torch.randint(0, 5, (40, 6), generator=g).float(), "b": torch.zeros(6)} for c in range(4)}
+    for sparsity in (0.03, 0.4, 0.5, 0.9):
+        masks = class_masks(grads, sparsity)
+        expected = [[mask_iou(masks[a], masks[b])[0] for b in range(4)] for a in range(4)]
+        ranks = {c: mask_ranks(v) for c, v in grads.items()}
+        for matrix in (class_iou_matrix(grads, sparsity), class_iou_matrix(grads, sparsity, ranks)):
+            assert matrix.tolist() == expected, sparsity

@@ -21,7 +21,7 @@ from torch import nn
 
 from core.data import ImageDataset
 from core.errors import SalunError, check_fraction
-from core.saliency import Mask, classifier_gradients, mask_iou, saliency_mask
+from core.saliency import Mask, classifier_gradients, saliency_mask
 
 
 def example_images(dataset: ImageDataset, per_class: int = 1) -> dict[int, np.ndarray]:
@@ -61,16 +61,37 @@ def class_masks(gradients: dict[int, dict[str, torch.Tensor]], sparsity: float) 
     return {c: saliency_mask(g, sparsity) for c, g in gradients.items()}
 
 
-def class_iou_matrix(gradients: dict[int, dict[str, torch.Tensor]], sparsity: float) -> np.ndarray:
-    """IoU (0-1) of every pair of class masks, each selecting `sparsity` of all weights."""
+def class_iou_matrix(gradients: dict[int, dict[str, torch.Tensor]], sparsity: float,
+                     ranks: dict[int, torch.Tensor] | None = None) -> np.ndarray:
+    """IoU (0-1) of every pair of class masks, each selecting `sparsity` of all weights. Pass `ranks`
+    (from mask_ranks, per class) to skip ranking again: the slider's every move then costs milliseconds."""
     sparsity = check_fraction("sparsity", sparsity)
-    masks = class_masks(gradients, sparsity)
-    classes = sorted(masks)
+    ranks = ranks if ranks is not None else {c: mask_ranks(g) for c, g in gradients.items()}
+    classes = sorted(ranks)
+    total = ranks[classes[0]].numel()
+    k = max(1, int(total * sparsity))
+    masks = {c: ranks[c] < k for c in classes}
     matrix = np.eye(len(classes))
     for i, a in enumerate(classes):
         for j in range(i + 1, len(classes)):
-            matrix[i, j] = matrix[j, i] = mask_iou(masks[a], masks[classes[j]])[0]
+            matrix[i, j] = matrix[j, i] = _iou(masks[a], masks[classes[j]])
     return matrix
+
+
+def mask_ranks(gradients: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Each weight's place (0 = most salient) in a stable descending sort of all weights' |gradient|, in
+    parameter order: `ranks < floor(s × total)` is saliency_mask(gradients, s), ties included (the earliest
+    weights first), flattened."""
+    values = -torch.cat([g.detach().reshape(-1) for g in gradients.values()])
+    order = torch.argsort(values, stable=True)
+    ranks = torch.empty_like(order)
+    ranks[order] = torch.arange(len(order))
+    return ranks
+
+
+def _iou(a: torch.Tensor, b: torch.Tensor) -> float:
+    union = int((a | b).sum())
+    return int((a & b).sum()) / union if union else 1.0
 
 
 def chance_iou(sparsity: float) -> float:
@@ -89,24 +110,13 @@ def overlap_across_sparsity(gradients_a: dict[str, torch.Tensor], gradients_b: d
     instead of two global thresholds per sparsity: milliseconds instead of seconds)."""
     if gradients_a.keys() != gradients_b.keys():
         raise SalunError("the two gradients belong to different models (their parameter names differ)")
-
-    def ranks(gradients):
-        values = -torch.cat([g.detach().reshape(-1) for g in gradients.values()])
-        order = torch.argsort(values, stable=True)
-        out = torch.empty_like(order)
-        out[order] = torch.arange(len(order))
-        return out
-
-    rank_a, rank_b = ranks(gradients_a), ranks(gradients_b)
+    rank_a, rank_b = mask_ranks(gradients_a), mask_ranks(gradients_b)
     total = rank_a.numel()
     rows = []
     for s in sparsities:
         s = check_fraction("sparsity", s)
         k = max(1, int(total * s))
-        a, b = rank_a < k, rank_b < k
-        union = int((a | b).sum())
-        iou = int((a & b).sum()) / union if union else 1.0
-        rows.append({"sparsity": s, "iou": iou, "chance_iou": chance_iou(s)})
+        rows.append({"sparsity": s, "iou": _iou(rank_a < k, rank_b < k), "chance_iou": chance_iou(s)})
     return rows
 
 
