@@ -42,6 +42,10 @@ def main() -> None:
         f"closer to Retrain in **{counts['SalUn']}**, clearly further in **{counts['RL']}**, and made no "
         f"difference beyond the spread over seeds in **{counts['neither']}**. "
         + _lesson(counts))
+    generation = why_mask.load_generation_ablation()
+    if generation is not None and "SalUn better" in why_mask.generation_reading(generation)[0]:
+        st.markdown("**On the image generator the mask does help:** with it, the digits the generator keeps lose "
+                    "less of their recognition than with RL — see *And on the image generator?* below.")
 
     forget = st.selectbox("Forget target", summary["targets"], key="why_target",
                           format_func=why_mask.target_label)
@@ -81,7 +85,6 @@ def main() -> None:
                     "Rows marked *old default* are the settings before tuning.")
         st.dataframe(pd.DataFrame(table).round(2), hide_index=True)
 
-    generation = why_mask.load_generation_ablation()
     st.subheader("And on the image generator?")
     if generation is None:
         st.info("No generation ablation yet: run `python bench/bench_generation_ablation.py`.")

@@ -85,6 +85,10 @@ def test_why_page_shows_salun_against_rl_from_the_saved_benchmark():
     assert not at.exception, [e.value for e in at.exception]
     text = " ".join(m.value for m in at.markdown)
     assert "comparisons" in text and "SalUn Avg. Gap" in text
+    generation = why_mask.load_generation_ablation()
+    if generation is not None:  # the generator's comparison, read from its benchmark, with its reading
+        assert "And on the image generator?" in [s.value for s in at.subheader]
+        assert all(sentence in text for sentence in why_mask.generation_reading(generation))
     target = at.selectbox(key="why_target")
     target.set_value(target.options[-1]).run()
     assert not at.exception, [e.value for e in at.exception]
