@@ -124,7 +124,7 @@ def test_bad_index_lists_are_named(text, message):
 def test_unknown_dataset_and_model_list_the_choices():
     with pytest.raises(SalunError, match="unknown dataset 'imagenet'; choose one of: mnist5k, digits"):
         load_dataset("imagenet")
-    with pytest.raises(SalunError, match="unknown model 'vit'; choose one of: small_cnn, resnet18"):
+    with pytest.raises(SalunError, match="unknown model 'vit'; choose one of: small_cnn, wide_cnn, resnet18"):
         build_model("vit", 1, 10, 28)
 
 
