@@ -261,7 +261,8 @@ st.subheader(f"Class {class_names[k]} forgotten with {GENERATION_METHODS[cfg.met
 if mask_cached:
     st.caption(f"The saliency mask's gradients for class {class_names[k]} were computed once before (same generator, "
                "guidance, draws and seed) and read back from the store: the same mask, without computing it again "
-               "(about a minute and a half on 2 CPU cores). The time above is the rest of the run.")
+               "(for the shipped digit generator that saves about a minute and a half on 2 CPU cores). The time "
+               "above is the rest of the run.")
 st.caption(f"Same seeds before and after · {cfg.per_class} images per class, one row per class "
            f"({class_names[0]} at the top) · the forgotten row is framed in red · guidance {cfg.guidance:g}, "
            f"{cfg.sample_steps} DDIM steps. SalUn/RL teach the model to draw class "
