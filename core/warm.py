@@ -207,21 +207,28 @@ def before_grid(generator_path, per_class: int, guidance: float, sample_steps: i
     return images, labels
 
 
+def _shipped_generators(datasets):
+    """(dataset, path) of each dataset's shipped generator that is there (a dataset without one is skipped)."""
+    from core.diffusion.model import SHIPPED_GENERATORS
+
+    for dataset in datasets:
+        path = SHIPPED_GENERATORS.get(dataset)
+        if path is not None and path.is_file():
+            yield dataset, path
+
+
 def warm_grids(datasets=WARM_DATASETS, per_class: int = 10, sample_steps: int | None = None, seed: int = 0,
                threads: int | None = None) -> list[tuple[str, str, float]]:
     """The Diffusion page's before-grid of each dataset's shipped generator at the page's defaults;
     returns (dataset, "stored" or "computed", seconds) for each."""
     import torch
 
-    from core.diffusion.model import DEFAULT_SAMPLE_STEPS, SHIPPED_GENERATORS, default_guidance
+    from core.diffusion.model import DEFAULT_SAMPLE_STEPS, default_guidance
     from core.checkpoint import read_meta
 
     torch.set_num_threads(int(threads or app_threads()))
     done = []
-    for dataset in datasets:
-        path = SHIPPED_GENERATORS.get(dataset)
-        if path is None or not path.is_file():
-            continue
+    for dataset, path in _shipped_generators(datasets):
         guidance = default_guidance(read_meta(path, required=("architecture",)))
         steps = DEFAULT_SAMPLE_STEPS if sample_steps is None else sample_steps
         start = time.perf_counter()
@@ -404,14 +411,11 @@ def warm_masks(datasets=WARM_DATASETS, classes=(DEFAULT_CLASS,), seed: int = 0,
 
     from core.data import load_dataset
     from core.diffusion.methods import MASK_DRAWS, generation_split
-    from core.diffusion.model import SHIPPED_GENERATORS, default_guidance, load_generator
+    from core.diffusion.model import default_guidance, load_generator
 
     torch.set_num_threads(int(threads or app_threads()))
     done = []
-    for dataset in datasets:
-        path = SHIPPED_GENERATORS.get(dataset)
-        if path is None or not path.is_file():
-            continue
+    for dataset, path in _shipped_generators(datasets):
         model, meta = load_generator(path)
         guidance = default_guidance(meta)
         for k in classes:
