@@ -18,6 +18,7 @@ so the benchmark resumes where it stopped. Results: bench/results/generation_abl
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import sys
@@ -99,7 +100,7 @@ def main(argv=None) -> int:
                         torch.save(mask, mask_path)
                         print(f"class {k}: mask from {MASK_DRAWS} draws in {time.process_time() - t0:.0f} CPU s", flush=True)
                 params = spec.resolve(seed, config.dataset, "class")
-                model = __import__("copy").deepcopy(generator)
+                model = copy.deepcopy(generator)
                 t0 = time.process_time()
                 get_method(method, "generation").run(model, data, params, mask=mask if method == "salun" else None)
                 cpu = time.process_time() - t0

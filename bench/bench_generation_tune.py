@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import sys
 import time
 from pathlib import Path
@@ -53,12 +54,12 @@ def main(argv=None) -> int:
     kept = (Path(__file__).resolve().parent.parent / "runs" / "bench_generation_tune"
             / f"{args.dataset}_c{args.forget}_before_pc{args.per_class}_s{args.seed}_g{config.guidance}.json")
     if kept.is_file():  # the original's figures do not depend on the settings tried
-        before = __import__("json").loads(kept.read_text())
+        before = json.loads(kept.read_text())
     else:
         m = metrics(generator)
         before = {k: m[k] for k in ("ua", "retained_accuracy")}
         kept.parent.mkdir(parents=True, exist_ok=True)
-        kept.write_text(__import__("json").dumps(before))
+        kept.write_text(json.dumps(before))
     start = time.process_time()
     # kept between invocations (runs/, ignored by git): the mask does not depend on the settings tried
     cached = (Path(__file__).resolve().parent.parent / "runs" / "bench_generation_tune"

@@ -61,10 +61,6 @@ def retrain_metrics(setting: str, exp: Experiment, forget: str, mia: int, result
     return record["metrics"]
 
 
-def gap(metrics: dict, ref: dict) -> float:
-    return avg_gap(metrics, ref)
-
-
 def stage(setting: str, seeds: list[int]) -> None:
     dataset, checkpoint, targets, mia, lrs = SETTINGS[setting]
     if checkpoint is not None and not Path(checkpoint).is_file():
@@ -81,7 +77,7 @@ def stage(setting: str, seeds: list[int]) -> None:
                     if results.find(setting=setting, forget=forget, seed=seed, lr=lr, method=method):
                         continue
                     record, _, _ = run_method(exp, method, seed, mia, lr=lr)
-                    g = gap(record["metrics"], ref)
+                    g = avg_gap(record["metrics"], ref)
                     results.add({"setting": setting, "dataset": dataset, "forget": forget, "seed": seed, "lr": lr,
                                  "method": method, **record, "avg_gap": g})
                     log(f"{setting} {forget} seed {seed} lr {lr:g} {method}: {fmt(record['metrics'])} gap={g:.2f}")

@@ -12,6 +12,7 @@ largest. Results: bench/results/salun_budget.txt.
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import statistics
 import sys
@@ -39,7 +40,7 @@ def main(argv=None) -> int:
             if r["dataset"] == "mnist5k" and r["seed"] == 0}
     lines = [f"# bench_salun_budget ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}): class-wise SalUn on the "
              f"shipped mnist5k model, defaults except epochs; seeds {args.seeds}; Retrain reference seed 0; "
-             f"{args.threads} thread(s), load average {__import__('os').getloadavg()[0]:.1f} at start",
+             f"{args.threads} thread(s), load average {os.getloadavg()[0]:.1f} at start",
              f"{'forget':<8}{'epochs':>7}{'UA':>14}{'RA':>14}{'TA':>14}{'MIA-Eff.':>14}{'Avg. Gap':>14}{'RTE s':>8}"]
     print(lines[0], flush=True)
     for k in args.classes:

@@ -152,12 +152,33 @@ def verify(dataset: str = "mnist5k", forget_class: int = 3, method: str = "salun
 
 # --- the Diffusion page's before-grid: what the original generator draws, per seed and guidance ----
 
+def _kept_path(folder: str, key: dict, suffix: str) -> "Path":
+    """Where a value computed from `key` is kept: `$SALUN_HOME/<folder>/<sha256 of the key><suffix>`."""
+    import hashlib
+    import json
+
+    from core import store
+
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+    return store.salun_home() / folder / f"{digest}{suffix}"
+
+
+def _keep(path: "Path", write: Callable, errors=(OSError,)) -> None:
+    """Write `path` as `write(partial)` then an atomic rename, so a reader never sees half a file; a full or
+    read-only disk (or one of `errors`) only means the value is not kept: the caller still returns it."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.stem}.{os.getpid()}.partial{path.suffix}")
+        write(partial)
+        partial.replace(path)
+    except errors:
+        pass
+
+
 def grid_path(generator_path, per_class: int, guidance: float, sample_steps: int, seed: int) -> "Path":
     """Where the original generator's grid for these settings is kept: named by the sha256 of the
     generator's files, the settings and the code that generates (`core.store.code_key`), so a
     retrained generator or changed sampling code is never served an old grid."""
-    import hashlib
-    import json
     from pathlib import Path
 
     from core import store
@@ -166,10 +187,9 @@ def grid_path(generator_path, per_class: int, guidance: float, sample_steps: int
     files = {"generator": store.file_sha256(path)}
     if path.with_suffix(".json").is_file():
         files["sidecar"] = store.file_sha256(path.with_suffix(".json"))
-    key = json.dumps({"files": files, "per_class": int(per_class), "guidance": float(guidance),
-                      "sample_steps": int(sample_steps), "seed": int(seed), "code": store.code_key("generation")},
-                     sort_keys=True)
-    return store.salun_home() / "grids" / f"{hashlib.sha256(key.encode()).hexdigest()}.safetensors"
+    return _kept_path("grids", {"files": files, "per_class": int(per_class), "guidance": float(guidance),
+                                "sample_steps": int(sample_steps), "seed": int(seed),
+                                "code": store.code_key("generation")}, ".safetensors")
 
 
 def before_grid(generator_path, per_class: int, guidance: float, sample_steps: int, seed: int = 0,
@@ -194,16 +214,10 @@ def before_grid(generator_path, per_class: int, guidance: float, sample_steps: i
     else:
         generator = load_generator()
     images, labels = generate_grid(generator, per_class, guidance, sample_steps, seed)
-    try:
-        from safetensors.torch import save_file
+    from safetensors.torch import save_file
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f"{path.stem}.{os.getpid()}.partial")
-        save_file({"images": images.detach().cpu().contiguous(), "labels": labels.detach().cpu().contiguous()},
-                  str(partial))
-        partial.replace(path)
-    except OSError:  # a full or read-only disk: the grid is still shown, only not kept
-        pass
+    _keep(path, lambda partial: save_file({"images": images.detach().cpu().contiguous(),
+                                           "labels": labels.detach().cpu().contiguous()}, str(partial)))
     return images, labels
 
 
@@ -254,11 +268,11 @@ def original_metrics(exp, seed: int = 0, checkpoint: str | None = None) -> dict:
         return exp._original_metrics[seed]
     model = checkpoint or str(default_checkpoint(exp.dataset.name))
     probe = RunConfig(dataset=exp.dataset.name, forget=str(exp.split.target), seed=seed, checkpoint=checkpoint)
-    key = json.dumps({"inputs": store.input_hashes(probe), "model": model if checkpoint else "shipped",
-                      "forget": str(exp.split.target), "split": [len(exp.split.forget_idx), len(exp.split.retain_idx)],
-                      "forget_idx": hashlib.sha256(str(list(map(int, exp.split.forget_idx))).encode()).hexdigest(),
-                      "seed": int(seed), "code": store.code_key("classification")}, sort_keys=True)
-    path = store.salun_home() / "original" / f"{hashlib.sha256(key.encode()).hexdigest()}.json"
+    path = _kept_path("original", {
+        "inputs": store.input_hashes(probe), "model": model if checkpoint else "shipped",
+        "forget": str(exp.split.target), "split": [len(exp.split.forget_idx), len(exp.split.retain_idx)],
+        "forget_idx": hashlib.sha256(str(list(map(int, exp.split.forget_idx))).encode()).hexdigest(),
+        "seed": int(seed), "code": store.code_key("classification")}, ".json")
     if path.is_file():
         try:
             metrics = json.loads(path.read_text())
@@ -267,13 +281,7 @@ def original_metrics(exp, seed: int = 0, checkpoint: str | None = None) -> dict:
         except (OSError, ValueError):  # damaged: compute again and replace it
             pass
     metrics = exp.original_metrics(seed)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f"{path.stem}.{os.getpid()}.partial")
-        partial.write_text(json.dumps(metrics))
-        partial.replace(path)
-    except (OSError, TypeError, ValueError):  # not kept: it is still returned
-        pass
+    _keep(path, lambda partial: partial.write_text(json.dumps(metrics)), errors=(OSError, TypeError, ValueError))
     return metrics
 
 
@@ -306,9 +314,6 @@ def _dataset_source(dataset: str, data_root: str | None) -> str | None:
 def examples_path(dataset: str, data_root: str | None = None) -> "Path | None":
     """Where the example images of a built-in dataset are kept: named by the data's source and the files
     of the code that picks them, so an upgraded package or changed code never shows old ones."""
-    import hashlib
-    import json
-
     from core import store
 
     source = _dataset_source(dataset, data_root)
@@ -316,8 +321,7 @@ def examples_path(dataset: str, data_root: str | None = None) -> "Path | None":
         return None
     code = {name: store.file_sha256(store.REPO_ROOT / name)
             for name in ("core/data.py", "core/classification/analysis.py")}
-    key = json.dumps({"dataset": dataset, "source": source, "code": code}, sort_keys=True)
-    return store.salun_home() / "examples" / f"{hashlib.sha256(key.encode()).hexdigest()}.npz"
+    return _kept_path("examples", {"dataset": dataset, "source": source, "code": code}, ".npz")
 
 
 def example_images(dataset: str, data_root: str | None = None) -> tuple[dict, list, int]:
@@ -343,14 +347,8 @@ def example_images(dataset: str, data_root: str | None = None) -> tuple[dict, li
     data = load_dataset(dataset, data_root)
     examples, names, n_train = pick(data, per_class=1), list(data.class_names), len(data.train_y)
     if path is not None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            partial = path.with_name(f"{path.stem}.{os.getpid()}.partial.npz")
-            np.savez(partial, meta=json.dumps({"class_names": names, "n_train": n_train}),
-                     **{f"class_{c}": a for c, a in examples.items()})
-            partial.replace(path)
-        except OSError:  # a full or read-only disk: shown, only not kept
-            pass
+        _keep(path, lambda partial: np.savez(partial, meta=json.dumps({"class_names": names, "n_train": n_train}),
+                                             **{f"class_{c}": a for c, a in examples.items()}))
     return examples, names, n_train
 
 
@@ -360,24 +358,22 @@ def mask_gradients_path(generator_path, forget_class: int, class_size: int, guid
                         seed: int) -> "Path":
     """Where the gradient sums for one generator file, class, guidance, draw budget and seed are kept:
     named by the sha256 of the generator's files and of the code that computes them."""
-    import hashlib
-    import json
     from pathlib import Path
 
     from core import store
 
     path = Path(generator_path)
-    key = json.dumps({"generator": store.file_sha256(path), "class": int(forget_class), "class_size": int(class_size),
-                      "guidance": float(guidance), "draws": int(draws), "seed": int(seed),
-                      "code": store.code_key("generation")}, sort_keys=True)
-    return store.salun_home() / "masks" / f"{hashlib.sha256(key.encode()).hexdigest()}.safetensors"
+    return _kept_path("masks", {"generator": store.file_sha256(path), "class": int(forget_class),
+                                "class_size": int(class_size), "guidance": float(guidance), "draws": int(draws),
+                                "seed": int(seed), "code": store.code_key("generation")}, ".safetensors")
 
 
 def mask_gradient_sums(generator_path, model, forget_x, forget_class: int, guidance: float, draws: int, seed: int = 0,
-                       progress=None) -> tuple[dict, dict]:
+                       progress=None) -> tuple[dict, dict, bool]:
     """core.diffusion.methods.generation_gradient_sums for the generator stored at `generator_path` (whose
-    weights `model` holds): read back when computed before, else computed now and kept. The values are
-    the ones a fresh computation gives (same draws, same seed), so the mask and the run are the same."""
+    weights `model` holds), and whether they were read back: read back when computed before, else computed
+    now and kept. The values are the ones a fresh computation gives (same draws, same seed), so the mask
+    and the run are the same."""
     from core.checkpoint import read_tensors
     from core.diffusion.methods import generation_gradient_sums
 
@@ -386,21 +382,16 @@ def mask_gradient_sums(generator_path, model, forget_x, forget_class: int, guida
         try:
             tensors = read_tensors(path)
             names = [n for n, p in model.named_parameters() if p.requires_grad]  # its order: ties break by it
-            return {n: tensors[f"a/{n}"] for n in names}, {n: tensors[f"b/{n}"] for n in names}
+            return {n: tensors[f"a/{n}"] for n in names}, {n: tensors[f"b/{n}"] for n in names}, True
         except Exception:  # a damaged file: compute again and replace it
             pass
     sum_a, sum_b = generation_gradient_sums(model, forget_x, forget_class, guidance, draws, seed=seed, progress=progress)
-    try:
-        from safetensors.torch import save_file
+    from safetensors.torch import save_file
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f"{path.stem}.{os.getpid()}.partial")
-        save_file({**{f"a/{n}": g.detach().cpu().contiguous() for n, g in sum_a.items()},
-                   **{f"b/{n}": g.detach().cpu().contiguous() for n, g in sum_b.items()}}, str(partial))
-        partial.replace(path)
-    except OSError:  # a full or read-only disk: used, only not kept
-        pass
-    return sum_a, sum_b
+    _keep(path, lambda partial: save_file({**{f"a/{n}": g.detach().cpu().contiguous() for n, g in sum_a.items()},
+                                           **{f"b/{n}": g.detach().cpu().contiguous() for n, g in sum_b.items()}},
+                                          str(partial)))
+    return sum_a, sum_b, False
 
 
 def warm_masks(datasets=WARM_DATASETS, classes=(DEFAULT_CLASS,), seed: int = 0,

@@ -17,7 +17,7 @@ from core.diffusion.metrics import GENERATION_METRIC_DEFINITIONS, GENERATION_MET
 from core.classification.plots import per_class_accuracy_figure
 from core.diffusion.plots import grid_image, layer_saliency_figure
 from core.diffusion.run import GenerationRunConfig, GenerationRunResult, load_models
-from core.diffusion.methods import generation_split, substitute_class, unlearn_generator
+from core.diffusion.methods import MASK_DRAWS as DEFAULT_MASK_DRAWS, generation_split, substitute_class, unlearn_generator
 from core.methods import widget_specs
 from pages.ui.settings import methods as registered_methods, widget
 from core.errors import SalunError
@@ -31,7 +31,7 @@ GENERATOR_LABELS = {"mnist5k": "Digits (MNIST, 5,000 images)", "fashion_mnist": 
 PER_CLASS = int(os.environ.get("SALUN_GEN_PER_CLASS", "10"))
 SAMPLE_STEPS = int(os.environ.get("SALUN_GEN_SAMPLE_STEPS", str(DEFAULT_SAMPLE_STEPS)))
 # draws behind the saliency mask: the method's stable default unless an operator (or a test) asks for fewer
-MASK_DRAWS = {"mask_draws": int(os.environ["SALUN_GEN_MASK_DRAWS"])} if os.environ.get("SALUN_GEN_MASK_DRAWS") else {}
+MASK_DRAWS = int(os.environ.get("SALUN_GEN_MASK_DRAWS") or DEFAULT_MASK_DRAWS)
 SEED = 0
 
 
@@ -92,20 +92,18 @@ def generation_work(config: GenerationRunConfig, models, dataset, live: dict):
                                     per_class=config.per_class, guidance=config.guidance, steps=config.sample_steps,
                                     seed=config.seed, images=images)
         live["phase"] = "computing the saliency mask, then unlearning"
-        from core.diffusion.methods import MASK_DRAWS as DEFAULT_DRAWS
         from core.warm import mask_gradient_sums  # the forget class's gradients: computed once per class
 
         data = generation_split(dataset, forget_class)
-        draws = MASK_DRAWS.get("mask_draws", DEFAULT_DRAWS)
 
         def gradient_sums():
             return mask_gradient_sums(config.generator, generator, data.forget_x, forget_class, config.guidance,
-                                      draws, config.seed)
+                                      MASK_DRAWS, config.seed)
 
         run = unlearn_generator(generator, data, config.method,
                                 sparsity=config.sparsity, seed=config.seed, masked=config.masked,
                                 mask_guidance=config.guidance, progress=progress, watch=watch, dataset=dataset.name,
-                                steps=config.steps, lr=config.lr, alpha=config.alpha, mask_draws=draws,
+                                steps=config.steps, lr=config.lr, alpha=config.alpha, mask_draws=MASK_DRAWS,
                                 gradient_sums=gradient_sums if config.generator else None, **config.options)
         live["phase"] = "generating with the unlearned model"
         after = generation_metrics(run.model, classifier, forget_class, dataset.test_x, dataset.test_y,

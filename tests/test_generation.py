@@ -142,6 +142,7 @@ def test_kept_mask_gradients_give_the_same_mask_and_run_as_computing_them(traine
     read_back = unlearn_generator(trained, data, "salun", sparsity=0.4, seed=1, mask_guidance=2.0, mask_draws=48,
                                   steps=3, lr=1e-2, gradient_sums=kept)
     assert read_back.timings["mask_cached"] == 1.0 and "mask_cached" not in fresh.timings
+    assert "mask_cached" not in first.timings  # computed (and kept) by that run: not labelled as read back
     for run in (first, read_back):
         assert list(run.mask) == list(fresh.mask)  # parameter order: saliency_mask breaks ties by it
         assert all(torch.equal(run.mask[n], fresh.mask[n]) for n in fresh.mask)

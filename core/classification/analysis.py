@@ -68,9 +68,7 @@ def class_iou_matrix(gradients: dict[int, dict[str, torch.Tensor]], sparsity: fl
     sparsity = check_fraction("sparsity", sparsity)
     ranks = ranks if ranks is not None else {c: mask_ranks(g) for c, g in gradients.items()}
     classes = sorted(ranks)
-    total = ranks[classes[0]].numel()
-    k = max(1, int(total * sparsity))
-    masks = {c: ranks[c] < k for c in classes}
+    masks = {c: _top(ranks[c], sparsity) for c in classes}
     matrix = np.eye(len(classes))
     for i, a in enumerate(classes):
         for j in range(i + 1, len(classes)):
@@ -87,6 +85,11 @@ def mask_ranks(gradients: dict[str, torch.Tensor]) -> torch.Tensor:
     ranks = torch.empty_like(order)
     ranks[order] = torch.arange(len(order))
     return ranks
+
+
+def _top(ranks: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """saliency_mask's selection (exactly floor(s × total) weights, at least one), flattened, from mask_ranks."""
+    return ranks < max(1, int(ranks.numel() * sparsity))
 
 
 def _iou(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -111,12 +114,10 @@ def overlap_across_sparsity(gradients_a: dict[str, torch.Tensor], gradients_b: d
     if gradients_a.keys() != gradients_b.keys():
         raise SalunError("the two gradients belong to different models (their parameter names differ)")
     rank_a, rank_b = mask_ranks(gradients_a), mask_ranks(gradients_b)
-    total = rank_a.numel()
     rows = []
     for s in sparsities:
         s = check_fraction("sparsity", s)
-        k = max(1, int(total * s))
-        rows.append({"sparsity": s, "iou": _iou(rank_a < k, rank_b < k), "chance_iou": chance_iou(s)})
+        rows.append({"sparsity": s, "iou": _iou(_top(rank_a, s), _top(rank_b, s)), "chance_iou": chance_iou(s)})
     return rows
 
 

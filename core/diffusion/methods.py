@@ -106,9 +106,14 @@ def generation_saliency(model: ConditionalUNet, forget_x: torch.Tensor, forget_c
     lower bound on the full mask's stability, at no extra cost. `progress(done, total, nan)` is called
     after every batch (and may raise CancelledError).
     """
-    half_a, half_b = generation_gradient_sums(model, forget_x, forget_class, guidance, draws, batch_size, seed, progress)
-    full = {name: (half_a[name] + half_b[name]).abs() for name in half_a}
-    return full, {n: g.abs() for n, g in half_a.items()}, {n: g.abs() for n, g in half_b.items()}
+    return saliency_from_sums(*generation_gradient_sums(model, forget_x, forget_class, guidance, draws, batch_size,
+                                                        seed, progress))
+
+
+def saliency_from_sums(sum_a: dict, sum_b: dict) -> tuple[dict, dict, dict]:
+    """(|g_a + g_b|, |g_a|, |g_b|) from the two signed half sums: what the mask ranks, and its halves."""
+    full = {name: (sum_a[name] + sum_b[name]).abs() for name in sum_a}
+    return full, {n: g.abs() for n, g in sum_a.items()}, {n: g.abs() for n, g in sum_b.items()}
 
 
 def generation_gradient_sums(model: ConditionalUNet, forget_x: torch.Tensor, forget_class: int, guidance: float = 1.0,
@@ -344,9 +349,9 @@ def unlearn_generator(original: ConditionalUNet, data: GenerationData, method: s
     not counted in `rte_seconds`). `overrides` are the method's settings (None: its default for
     `dataset`), checked against its declaration in core.methods. `mask_progress(done, total, nan)` follows
     the saliency mask's batches (and may raise CancelledError, like `progress`). `gradient_sums()`, if
-    given, returns the (g_a, g_b) that generation_gradient_sums would compute here (core.warm keeps them on
-    disk per generator file, class, guidance, draws and seed); the mask is then the same, its time is
-    only that of reading them, and `timings["mask_cached"]` (1.0) says so.
+    given, returns the (g_a, g_b) that generation_gradient_sums would compute here and whether they were
+    read back (core.warm.mask_gradient_sums keeps them on disk per generator file, class, guidance, draws
+    and seed); the mask is the same either way, and `timings["mask_cached"]` (1.0) says when it was read.
     """
     spec = get_method(method, "generation")
     sparsity = check_fraction("sparsity", sparsity)
@@ -362,11 +367,10 @@ def unlearn_generator(original: ConditionalUNet, data: GenerationData, method: s
             sum_a, sum_b = generation_gradient_sums(model, data.forget_x, data.forget_class, mask_guidance, mask_draws,
                                                     seed=seed, progress=mask_progress)
         else:
-            sum_a, sum_b = gradient_sums()
-            timings["mask_cached"] = 1.0  # a number: timings are logged as MLflow metrics
-        # as generation_saliency: the full sum's magnitude ranks, the halves measure stability
-        gradients = {name: (sum_a[name] + sum_b[name]).abs() for name in sum_a}
-        half_a, half_b = ({n: g.abs() for n, g in sum_a.items()}, {n: g.abs() for n, g in sum_b.items()})
+            sum_a, sum_b, read_back = gradient_sums()
+            if read_back:
+                timings["mask_cached"] = 1.0  # a number: timings are logged as MLflow metrics
+        gradients, half_a, half_b = saliency_from_sums(sum_a, sum_b)
         mask = saliency_mask(gradients, sparsity)
         timings["mask_seconds"] = time.perf_counter() - start
         passes = mask_passes(mask_draws, len(data.forget_x))
