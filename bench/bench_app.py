@@ -14,7 +14,9 @@ Figures (seconds):
   Retrain reference shown  Unlearn & compare, Run with its defaults (SalUn + Retrain) -> comparison table, idle
   slider -> idle           Saliency explorer's sparsity slider moved one step -> page redrawn and idle
   Diffusion before-grid    Diffusion page opened -> the original model's grid drawn, idle
-  Diffusion forgetting     Forget clicked with the page's defaults (SalUn, class 3) -> result heading, idle
+  Diffusion forgetting     Forget clicked with the page's defaults (SalUn, class 3) -> result heading, idle;
+                           a stored app run of it is deleted first, so the click computes the run (its mask's
+                           gradients, which `warm` keeps, are read back)
 Before the server starts, `python -m core.cli warm --classes 3` makes sure the default target's runs and
 the before-grid are in the store (unless --cold), and says whether it had to compute them.
 The machine's load average is printed: on a shared 2-core machine it decides every figure.
@@ -71,6 +73,19 @@ def idle(page, timeout_ms: int) -> None:
 
 def figure(name: str, seconds: float, note: str = "") -> None:
     print(f"{name:<26}{seconds:8.2f} s{('  ' + note) if note else ''}   [{load()}]", flush=True)
+
+
+def forget_diffusion_runs(env: dict) -> int:
+    """Delete (MLflow's soft delete) the stored runs the Diffusion figure would otherwise read back: SalUn
+    on class 3 made by the app, so that its Forget click computes the run (the mask's gradients, which
+    `warm` keeps, are still read back). Returns how many were deleted."""
+    code = ("import json; from core.store import ResultStore; runs = ResultStore().runs; "
+            "ids = runs.run_ids(**{'salun.kind': 'generation', 'salun.method': 'salun', 'salun.forget': 'class:3', "
+            "'salun.source': 'app'}); [runs.client().delete_run(i) for i in ids]; print(json.dumps(len(ids)))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"could not clear the stored Diffusion runs: {done.stderr.strip()[-2000:]}")
+    return int(done.stdout.strip().splitlines()[-1])
 
 
 def browser_figures(env: dict, slow_ms: int) -> None:
@@ -173,6 +188,9 @@ def main() -> None:
                           + [f"{m['dataset']} class {m['class']} mask {m['status']}" for m in out.get("masks", [])])
         print(f"warm store for class 3: {out['computed']} computed, {out['stored']} already stored"
               f"{'; ' + grids if grids else ''} ({time.perf_counter() - start:.1f} s)", flush=True)
+        cleared = forget_diffusion_runs(env)
+        print(f"Diffusion figure: {cleared} stored app run(s) of SalUn on class 3 deleted, so the click computes",
+              flush=True)
     browser_figures(env, int(args.slow_s * 1000))
 
 

@@ -88,7 +88,7 @@ def format_seconds(seconds: float) -> str:
     return f"{minutes} min {seconds:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
 
 
-def follow_jobs(entries: list[dict], key: str, title: str = "Running", live=None, every: float = 0.7) -> None:
+def follow_jobs(entries: list[dict], key: str, title: str = "Running", live=None, every: float = 1.0) -> None:
     """Progress of the unfinished jobs in `entries`, redrawn every `every` seconds by a fragment while
     the rest of the page stays as it is: queue position, step, loss, time left, a live loss curve,
     and a Cancel button. When the last job has finished the whole page reruns, so it can show the
