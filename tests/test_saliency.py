@@ -118,3 +118,19 @@ def test_class_iou_matrix_from_rankings_equals_the_class_masks_iou():
         ranks = {c: mask_ranks(v) for c, v in grads.items()}
         for matrix in (class_iou_matrix(grads, sparsity), class_iou_matrix(grads, sparsity, ranks)):
             assert matrix.tolist() == expected, sparsity
+
+
+def test_mask_read_off_the_ranking_is_the_saliency_mask_ties_included():
+    """The Saliency explorer's slider reads each mask off a cached ranking: it must be saliency_mask's
+    mask at every share, weight for weight, also where many gradients tie at the threshold."""
+    from core.classification.analysis import mask_from_ranks, mask_ranks
+
+    g = torch.Generator().manual_seed(2)
+    grads = {"conv.weight": torch.randint(0, 4, (6, 2, 3, 3), generator=g).float(), "conv.bias": torch.zeros(6),
+             "fc.weight": torch.rand(5, 9, generator=g).round(decimals=1), "fc.bias": torch.rand(5, generator=g)}
+    ranks = mask_ranks(grads)
+    for sparsity in (0.001, 0.05, 0.25, 0.5, 0.51, 0.9, 1.0):
+        expected, got = saliency_mask(grads, sparsity), mask_from_ranks(ranks, grads, sparsity)
+        assert list(got) == list(expected)
+        for name in grads:
+            assert got[name].shape == grads[name].shape and torch.equal(got[name], expected[name]), (sparsity, name)

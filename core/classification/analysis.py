@@ -68,11 +68,13 @@ def class_iou_matrix(gradients: dict[int, dict[str, torch.Tensor]], sparsity: fl
     sparsity = check_fraction("sparsity", sparsity)
     ranks = ranks if ranks is not None else {c: mask_ranks(g) for c, g in gradients.items()}
     classes = sorted(ranks)
-    masks = {c: _top(ranks[c], sparsity) for c in classes}
-    matrix = np.eye(len(classes))
-    for i, a in enumerate(classes):
-        for j in range(i + 1, len(classes)):
-            matrix[i, j] = matrix[j, i] = _iou(masks[a], masks[classes[j]])
+    # every pair's intersection in one product of the stacked masks (counts are exact in float64)
+    stacked = torch.stack([_top(ranks[c], sparsity) for c in classes]).to(torch.float64)
+    inter = (stacked @ stacked.T).numpy()
+    sizes = np.diag(inter)
+    union = sizes[:, None] + sizes[None, :] - inter
+    matrix = np.divide(inter, union, out=np.ones_like(inter), where=union > 0)
+    np.fill_diagonal(matrix, 1.0)
     return matrix
 
 
@@ -90,6 +92,17 @@ def mask_ranks(gradients: dict[str, torch.Tensor]) -> torch.Tensor:
 def _top(ranks: torch.Tensor, sparsity: float) -> torch.Tensor:
     """saliency_mask's selection (exactly floor(s × total) weights, at least one), flattened, from mask_ranks."""
     return ranks < max(1, int(ranks.numel() * sparsity))
+
+
+def mask_from_ranks(ranks: torch.Tensor, gradients: dict[str, torch.Tensor], sparsity: float) -> Mask:
+    """saliency_mask(gradients, sparsity), read off the gradients' mask_ranks: the same mask, ties
+    included, in a comparison instead of a global threshold search (what a slider needs)."""
+    flat = _top(ranks, check_fraction("sparsity", sparsity))
+    mask, start = {}, 0
+    for name, g in gradients.items():
+        mask[name] = flat[start:start + g.numel()].reshape(g.shape)
+        start += g.numel()
+    return mask
 
 
 def _iou(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -23,12 +23,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
-from sklearn.svm import SVC
 
 from core.data import ForgetSplit, ImageDataset
 from core.classification.training import per_class_accuracy, predict  # noqa: F401  (per_class_accuracy: re-exported)
+
+if TYPE_CHECKING:  # scikit-learn takes ~2 s to import: only evaluations with an attacker load it
+    from sklearn.svm import SVC
 
 METRIC_DEFINITIONS = {
     "ua": "Unlearning accuracy: 100 − accuracy on the forget set. Higher means more forgotten.",
@@ -62,6 +66,8 @@ def true_label_confidence(probabilities: torch.Tensor, labels: torch.Tensor) -> 
 def membership_attack(member_conf: np.ndarray, nonmember_conf: np.ndarray) -> SVC:
     features = np.concatenate([member_conf, nonmember_conf]).reshape(-1, 1)
     labels = np.concatenate([np.ones(len(member_conf)), np.zeros(len(nonmember_conf))])
+    from sklearn.svm import SVC
+
     return SVC(C=3, gamma="auto", kernel="rbf").fit(features, labels)
 
 

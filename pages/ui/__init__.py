@@ -17,7 +17,7 @@ from pages.ui.jobs import (cancel_entries, check_queue, collect_results, describ
                            submit_runs, unfinished)
 from pages.ui.picker import (KINDS, PICKER_KEYS, SHIPPED_DATASET, Target, class_picker, describe_dataset,
                              save_index_list, shipped_class_names, show_examples, store_uploaded_model, target_picker)
-from pages.ui.resources import ROOT, example_images, experiment, hosted, job_runner, limits, public
+from pages.ui.resources import ROOT, example_images, experiment, hosted, job_runner, limits, prefetch_chart_code, public
 from pages.ui.results import ResultStore, result_store
 from pages.ui.routing import ensure_navigation, keep_choices, kept, route
 from pages.ui.settings import default_settings, make_config, method_settings, methods, run_config

@@ -51,3 +51,26 @@ def example_images(dataset: str, data_root: str | None):
     from core.warm import example_images as examples
 
     return examples(dataset, data_root)
+
+
+@st.cache_resource
+def _chart_code_files() -> list[str]:
+    """File names of the browser code Streamlit loads on a page's first Plotly chart (~4.7 MB of JS)."""
+    folder = Path(st.__file__).resolve().parent / "static" / "static" / "js"
+    return sorted(p.name for p in folder.glob("PlotlyChart.*.js"))
+
+
+def prefetch_chart_code() -> None:
+    """Load the browser's chart code while the visitor reads, not after their first click: Streamlit
+    fetches and runs Plotly's bundle only when a page first shows a Plotly chart, and in a headless
+    2-core browser that took ~2 s of the Start here click. The module is imported from the same address
+    Streamlit imports it from, so the browser evaluates it once. Nothing shows; without the file (another
+    Streamlit build), nothing happens."""
+    files = _chart_code_files()
+    if not files:
+        return
+    imports = "".join(f"import(new URL({name!r}, base).href).catch(() => {{}});" for name in files)
+    st.html("<script>(() => { const main = document.querySelector('script[src*=\"/static/js/index.\"]');"
+            " if (!main || window.__salunChartCode) return; window.__salunChartCode = true;"
+            f" const base = main.src; setTimeout(() => {{ {imports} }}, 300); }})();</script>",
+            unsafe_allow_javascript=True)
