@@ -36,10 +36,19 @@ def test_forget_default_digit_in_browser(app_url):
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            requested = []
+            page.on("request", lambda request: requested.append(request.url))
             page.goto(app_url)
             # the default digit's button is the guided path's one click
             button = page.get_by_role("button", name=re.compile(r"Forget digit 3 with SalUn"))
             expect(button).to_be_visible(timeout=60_000)
+            # the chart code (Plotly's bundle) is fetched while the visitor reads, before any chart is shown
+            for _ in range(150):
+                if any("/static/js/PlotlyChart." in url for url in requested):
+                    break
+                page.wait_for_timeout(100)
+            assert any("/static/js/PlotlyChart." in url for url in requested), "the chart code was not prefetched"
+            assert page.get_by_test_id("stPlotlyChart").count() == 0
             button.click()
             expect(page.get_by_text("Digit 3 is forgotten")).to_be_visible(timeout=240_000)
             recognised = page.get_by_test_id("stMetric").filter(has_text="Test images of 3 recognised")
