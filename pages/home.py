@@ -85,9 +85,9 @@ def main() -> None:
 
 @st.cache_resource(max_entries=16, show_spinner=False)
 def preload(dataset: str, forget: str, checkpoint: str | None, data_root: str | None, seed: int) -> threading.Thread:
-    """Once per target and server, after the page is drawn: load in the background what the click on
-    the button needs (the experiment, the original model's metrics, the stored SalUn run), so the
-    first visitor's click waits for none of it."""
+    """Once per target and server, as the page is drawn: load in the background what the click on the
+    button needs (the experiment, the original model's metrics, the stored SalUn run), so the first
+    visitor's click waits for none of it; then the code the Diffusion page needs (diffusers)."""
     from core.warm import default_run_config, original_metrics
 
     target = ui.Target(dataset, forget, checkpoint, data_root, seed)
@@ -102,6 +102,9 @@ def preload(dataset: str, forget: str, checkpoint: str | None, data_root: str | 
                                                          data_root=target.data_root))
             if stored is not None:
                 per_class_accuracy_of(stored.model, exp)
+            # then the Diffusion page's code: diffusers takes 3-7 s to import, which its first visit waited for
+            import core.diffusion.run  # noqa: F401
+            from diffusers import DDIMScheduler, UNet2DModel  # noqa: F401
         except Exception:  # only a head start: the click does the same work and reports what fails
             pass
 
