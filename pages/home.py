@@ -36,7 +36,7 @@ WAIT_NOTE = ("Runs SalUn with its default settings on the shipped model (5,000 M
              "If this server has the run stored already (the warm store, `make warm`), it is shown without running "
              "it and marked *cached*; otherwise SalUn runs now (about 1.5 s of training on a quiet 2-core CPU, plus "
              "loading and evaluation). Measured from a click the moment this page appears to the result, run "
-             "stored: 7.7 s on a quiet 2-core CPU; the model loads in the background while you read, so a later "
+             "stored: 3.5–4.3 s on a quiet 2-core CPU; the model loads in the background while you read, so a later "
              "click waits less.")
 
 
