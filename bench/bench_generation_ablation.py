@@ -46,14 +46,19 @@ def mean_std(values) -> tuple[float, float]:
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def arguments(doc: str) -> argparse.ArgumentParser:
+    """The settings this benchmark and bench_generation_recipe.py share (the recipe reads its kept runs)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="mnist5k")
     parser.add_argument("--classes", type=int, nargs="+", default=[1, 3, 6])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--per-class", type=int, default=30)
     parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = arguments(__doc__).parse_args(argv)
     torch.set_num_threads(args.threads)
     started = time.time()
 

@@ -13,7 +13,6 @@ candidate, and the training CPU seconds. Written to bench/results/generation_rec
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import sys
@@ -23,7 +22,7 @@ from pathlib import Path
 import torch
 
 from bench_fashion_tune import parse_setting  # "steps=60 lr=2.5e-4" -> {"steps": 60, "lr": 0.00025}
-from bench_generation_ablation import CACHE, mean_std
+from bench_generation_ablation import CACHE, arguments, mean_std
 from core.data import load_dataset
 from core.diffusion.methods import generation_split
 from core.diffusion.metrics import generation_metrics
@@ -34,12 +33,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default="mnist5k")
-    parser.add_argument("--classes", type=int, nargs="+", default=[1, 3, 6])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--per-class", type=int, default=30)
-    parser.add_argument("--threads", type=int, default=1)
+    parser = arguments(__doc__)
     parser.add_argument("--try", dest="setting", required=True, help='settings, e.g. "null_share=0.3 alpha=5"')
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

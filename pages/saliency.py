@@ -74,7 +74,7 @@ def overlap_curve(key: tuple, _grads_a, _grads_b) -> list:
 
 def main() -> None:
     ui.ensure_navigation(__file__)
-    from core.classification.analysis import chance_iou
+    from core.classification.analysis import chance_iou, mask_from_ranks
     from core.classification.plots import (gradient_heatmap, iou_matrix_figure, layer_overlap_figure,
                                            overlap_sparsity_figure, salient_fraction_figure)
 
@@ -130,8 +130,6 @@ def main() -> None:
     b = col_b.selectbox("Class B", range(len(class_names)), index=min(1 if (target.forget_class or 0) != 1 else 2, len(class_names) - 1),
                         key="sal_class_b", format_func=lambda c: str(class_names[c]))
     ranks = class_ranks(target.dataset, target.checkpoint, target.data_root, all_grads)
-    from core.classification.analysis import mask_from_ranks
-
     total_ab, per_layer_ab = mask_iou(mask_from_ranks(ranks[a], all_grads[a], sparsity),
                                       mask_from_ranks(ranks[b], all_grads[b], sparsity))
 
