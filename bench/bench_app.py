@@ -12,7 +12,9 @@ Figures (seconds):
   first page rendered      Start here opened -> title, button, the ten example digits drawn, script idle
   Start here click         "Forget digit 3 with SalUn" clicked -> result heading, chart, example predictions, idle
   Retrain reference shown  Unlearn & compare, Run with its defaults (SalUn + Retrain) -> comparison table, idle
-  slider -> idle           Saliency explorer's sparsity slider moved one step -> page redrawn and idle
+  slider -> idle           Saliency explorer's sparsity slider moved one step -> the open tab's charts redrawn for
+                           the new value, painted, idle (Layer by layer, the default tab, with its heatmaps; and
+                           Overlap between masks)
   Diffusion before-grid    Diffusion page opened -> the original model's grid drawn, idle
   Diffusion forgetting     Forget clicked with the page's defaults (SalUn, class 3) -> result heading, idle;
                            a stored app run of it is deleted first, so the click computes the run (its mask's
@@ -69,6 +71,22 @@ def cli_ratio(env: dict) -> None:
 
 def idle(page, timeout_ms: int) -> None:
     page.wait_for_function(IDLE_JS, timeout=timeout_ms)
+
+
+def move_slider(page, slider, key: str, redrawn: str, timeout_ms: int) -> float:
+    """Seconds from one arrow `key` on the focused slider to the page idle with `redrawn` (a text of the
+    chart drawn for the new value) on screen and two frames painted after it."""
+    page.evaluate(WATCH_JS)
+    slider.focus()
+    start = time.perf_counter()
+    page.keyboard.press(key)
+    deadline = time.perf_counter() + 5
+    while not page.evaluate("() => window.__salunRan") and time.perf_counter() < deadline:
+        time.sleep(0.02)
+    idle(page, timeout_ms)
+    page.get_by_text(redrawn, exact=False).first.wait_for(timeout=timeout_ms)
+    page.evaluate("() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))")
+    return time.perf_counter() - start
 
 
 def figure(name: str, seconds: float, note: str = "") -> None:
@@ -134,18 +152,17 @@ def browser_figures(env: dict, slow_ms: int) -> None:
         page.goto(url + "/saliency")
         slider = page.get_by_role("slider").first
         expect(slider).to_be_visible(timeout=slow_ms)
-        expect(page.get_by_role("heading", name="Overlap")).to_be_visible(timeout=slow_ms)
+        expect(page.get_by_text("global 50%")).to_be_visible(timeout=slow_ms)
         idle(page, slow_ms)
         figure("saliency page opened", time.perf_counter() - start)
-        page.evaluate(WATCH_JS)
-        slider.focus()
-        start = time.perf_counter()
-        page.keyboard.press("ArrowRight")
-        deadline = time.perf_counter() + 5
-        while not page.evaluate("() => window.__salunRan") and time.perf_counter() < deadline:
-            time.sleep(0.02)
+        figure("slider -> idle", move_slider(page, slider, "ArrowRight", "global 51%", slow_ms), "sparsity 50% -> 51%, Layer by layer")
+        page.get_by_role("tab", name="Overlap between masks").click()
+        expect(page.get_by_text("IoU of the forget-set mask", exact=False)).to_be_visible(timeout=slow_ms)
         idle(page, slow_ms)
-        figure("slider -> idle", time.perf_counter() - start, "sparsity 50% -> 51%")
+        figure("slider -> idle, overlaps", move_slider(page, slider, "ArrowLeft", "each mask at 50%", slow_ms),
+               "sparsity 51% -> 50%, Overlap between masks")
+        page.get_by_role("tab", name="Layer by layer").click()  # the page's default, for the next visitor
+        idle(page, slow_ms)
 
         start = time.perf_counter()
         page.goto(url + "/generation")

@@ -24,7 +24,9 @@ def parse_setting(text: str) -> dict:
     out = {}
     for item in text.replace(",", " ").split():
         key, _, value = item.partition("=")
-        out[key] = int(value) if value.isdigit() else float(value)
+        out[key] = {"true": True, "false": False}.get(value.lower(), None)
+        if out[key] is None:
+            out[key] = int(value) if value.isdigit() else float(value)
     return out
 
 

@@ -14,7 +14,8 @@ from core.errors import SalunError
 from core.saliency import DEFAULT_SPARSITY, layer_statistics, mask_iou
 from pages import ui
 
-KEPT = ui.kept("sal_sparsity", "sal_view")  # choices that outlive a visit to another page
+KEPT = ui.kept("sal_sparsity", "sal_view", "sal_tab")  # choices that outlive a visit to another page
+TABS = ("Layer by layer", "Overlap between masks")
 VIEWS = {"overlay": "Gradient, non-salient weights darkened", "gradient": "Gradient only", "mask": "Mask only"}
 
 
@@ -74,10 +75,6 @@ def overlap_curve(key: tuple, _grads_a, _grads_b) -> list:
 
 def main() -> None:
     ui.ensure_navigation(__file__)
-    from core.classification.analysis import chance_iou, mask_from_ranks
-    from core.classification.plots import (gradient_heatmap, iou_matrix_figure, layer_overlap_figure,
-                                           overlap_sparsity_figure, salient_fraction_figure)
-
     st.title("Saliency explorer")
     st.caption("SalUn ranks every weight by how strongly the forget set's loss pulls on it (|gradient|) and lets "
                "only the top share change. Here you see that ranking per layer and the mask it gives.")
@@ -88,12 +85,10 @@ def main() -> None:
     with st.spinner("Computing the forget set's gradient…"):
         grads = exp.forget_gradients()
 
-    col_sparsity, col_view = st.columns([3, 2])
-    sparsity = col_sparsity.slider("Sparsity: share of all weights in the mask (%)", 1, 100,
-                                   None if "sal_sparsity" in st.session_state else int(DEFAULT_SPARSITY * 100),
-                                   key="sal_sparsity",  # kept in Session State: no default then (Streamlit warns)
-                                   help="One global threshold over all weights, so each layer gets its own share.") / 100
-    view = col_view.radio("Show", list(VIEWS), format_func=VIEWS.get, key="sal_view")
+    sparsity = st.slider("Sparsity: share of all weights in the mask (%)", 1, 100,
+                         None if "sal_sparsity" in st.session_state else int(DEFAULT_SPARSITY * 100),
+                         key="sal_sparsity",  # kept in Session State: no default then (Streamlit warns)
+                         help="One global threshold over all weights, so each layer gets its own share.") / 100
     model = (target.dataset, target.checkpoint, target.data_root)
     start = time.perf_counter()
     mask = mask_at((*model, "forget", target.forget, target.seed), grads, sparsity)
@@ -102,22 +97,41 @@ def main() -> None:
     st.caption(f"Mask redrawn from the cached gradients in {redraw_ms:.0f} ms · "
                f"{len(exp.split.forget_idx):,} forget images · {sum(r['numel'] for r in rows):,} weights.")
 
+    # Only the open tab runs (and is redrawn in the browser): a slider move redraws five charts, not nine.
+    layers_tab, overlap_tab = st.tabs(list(TABS), key="sal_tab", on_change="rerun")
+    with layers_tab:
+        if layers_tab.open:
+            layers_section(grads, mask, rows, sparsity)
+    with overlap_tab:
+        if overlap_tab.open:
+            overlap_section(target, exp, grads, mask, sparsity)
+
+
+def layers_section(grads, mask, rows, sparsity: float) -> None:
+    from core.classification.plots import gradient_heatmap, salient_fraction_figure
+
     st.plotly_chart(salient_fraction_figure(rows, sparsity), key="sal_fraction")
     names = list(grads)
     weights = [n for n in names if grads[n].dim() > 1]
-    layers = st.multiselect("Layers to draw (output × input·kernel)", names, default=weights, key="sal_layers")
+    col_layers, col_view = st.columns([3, 2])
+    layers = col_layers.multiselect("Layers to draw (output × input·kernel)", names, default=weights, key="sal_layers")
+    view = col_view.radio("Show", list(VIEWS), format_func=VIEWS.get, key="sal_view", horizontal=True)
     for name in layers:
         st.plotly_chart(gradient_heatmap(name, grads[name], mask[name], view=view), key=f"sal_heat_{name}")
 
-    st.header("Overlap")
+
+def overlap_section(target, exp, grads, mask, sparsity: float) -> None:
+    from core.classification.analysis import chance_iou, mask_from_ranks
+    from core.classification.plots import iou_matrix_figure, layer_overlap_figure, overlap_sparsity_figure
+
+    model = (target.dataset, target.checkpoint, target.data_root)
     chance = chance_iou(sparsity)
     st.caption("Intersection over union of two masks: 1 = the same weights, 0 = none in common. "
                f"Each mask uses the sparsity above; two random masks of that share would overlap by "
                f"s / (2 − s) = {chance:.2f}, so only values well above {chance:.2f} mean the masks pick the same weights.")
-    exp_for_classes = exp
     class_names = exp.dataset.class_names
     try:
-        all_grads = class_gradients(target.dataset, target.checkpoint, target.data_root, exp_for_classes)
+        all_grads = class_gradients(target.dataset, target.checkpoint, target.data_root, exp)
         matrix = class_iou(target.dataset, target.checkpoint, target.data_root, sparsity, all_grads)
     except SalunError as exc:
         st.error(ui.public(exc))
@@ -153,6 +167,5 @@ def main() -> None:
                                                 "forget set & retain set"), key="sal_overlap_sparsity_fr")
     st.caption("Overlap across sparsity: at 100% both masks hold every weight (IoU 1), so the distance above the "
                "dotted chance curve is what says two masks agree.")
-
 
 main()

@@ -114,22 +114,31 @@ def test_saliency_page_redraws_the_mask_and_overlaps(digits_checkpoint):
     from core.classification.experiment import Experiment, RunConfig
     from core.saliency import mask_iou, saliency_mask
 
+    experiment = Experiment.from_config(RunConfig(dataset="digits", forget="class:2",
+                                                  checkpoint=str(digits_checkpoint)), device="cpu")
+    weight_tensors = sum(p.dim() > 1 for p in experiment.original.parameters())
     at = choose_digits(page("pages/saliency.py").run(), digits_checkpoint)
     no_traceback(at)
     at.slider(key="sal_sparsity").set_value(20).run()
     no_traceback(at)
     assert any("redrawn from the cached gradients" in c.value for c in at.caption)
+    # the first tab: salient fractions and one heatmap per weight tensor; the overlaps are not computed
+    assert [t.label for t in at.tabs] == ["Layer by layer", "Overlap between masks"]
+    assert len(at.get("plotly_chart")) == 1 + weight_tensors and not at.metric
+    at.radio(key="sal_view").set_value("mask").run()
+    no_traceback(at)
+    assert len(at.get("plotly_chart")) == 1 + weight_tensors
 
-    experiment = Experiment.from_config(RunConfig(dataset="digits", forget="class:2",
-                                                  checkpoint=str(digits_checkpoint)), device="cpu")
+    at.session_state["sal_tab"] = "Overlap between masks"  # what a click on the tab sends
+    at.run()
+    no_traceback(at)
     forget_mask = experiment.mask(0.2)
     expected, _ = mask_iou(forget_mask, saliency_mask(retain_gradients(experiment), 0.2))
     assert tile(at, "IoU of the forget-set mask and the retain-set mask") == pytest.approx(expected, abs=5e-4)
     at.slider(key="sal_sparsity").set_value(80).run()
     assert tile(at, "IoU of the forget-set mask and the retain-set mask") > expected  # larger masks overlap more
-    at.radio(key="sal_view").set_value("mask").run()
-    no_traceback(at)
-    assert len(at.get("plotly_chart")) >= 4  # salient fractions, one heatmap per weight tensor, overlaps
+    assert len(at.get("plotly_chart")) == 4  # class IoU matrix, overlap per layer, two curves; no heatmap
+    assert at.session_state["sal_tab"] == "Overlap between masks"
 
 
 def test_export_command_reproduces_the_run_config():

@@ -173,6 +173,11 @@ def test_every_page_opened_by_its_address_shows_the_app_menu(browser):
             assert not page.get_by_text(re.compile(r"^(common|app|home|ui)$")).count()
             assert page.url == url + path + "?from=link"  # the address, query included, is kept
             screenshot(page, f"address{path.replace('/', '_') or '_'}")
+            if path == "/saliency":  # its second tab runs only when opened, in a rerun the click starts
+                expect(page.get_by_text("Salient fraction per layer")).to_be_visible(timeout=SLOW)
+                page.get_by_role("tab", name="Overlap between masks").click()
+                expect(page.get_by_text("IoU of the forget-set mask and the retain-set mask")).to_be_visible(timeout=SLOW)
+                expect(page.get_by_text("Salient fraction per layer")).to_have_count(0, timeout=SLOW)  # not drawn
             context.close()
             assert outside == [], f"{path} fetched from outside the server: {outside}"
     finally:

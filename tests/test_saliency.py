@@ -134,3 +134,32 @@ def test_mask_read_off_the_ranking_is_the_saliency_mask_ties_included():
         assert list(got) == list(expected)
         for name in grads:
             assert got[name].shape == grads[name].shape and torch.equal(got[name], expected[name]), (sparsity, name)
+
+
+@pytest.mark.parametrize("view", ["overlay", "mask", "gradient"])
+def test_heatmap_shows_each_cell_s_salient_share_and_log_gradient(view):
+    """What the Saliency explorer draws per layer: the mask as whole percents (a block-averaged cell holds
+    its block's salient share), log10 |g| as float32; the browser gets the bytes of that, not float64."""
+    import numpy as np
+    import plotly.io as pio
+
+    from core.classification.plots import gradient_heatmap, weight_grid
+
+    grads = fake_gradients(seed=4)
+    mask = saliency_mask(grads, 0.3)
+    name = "layer0.weight"  # 64 x 288: drawn cell for weight
+    figure = gradient_heatmap(name, grads[name], mask[name], view=view)
+    log_grad = np.log10(np.maximum(weight_grid(grads[name]), 1e-12))
+    shares = np.rint(weight_grid(mask[name]) * 100)
+    z = {("overlay", 0): log_grad, ("overlay", 1): 100 - shares, ("mask", 0): shares, ("gradient", 0): log_grad}
+    assert len(figure.data) == sum(v == view for v, _ in z)
+    for i, trace in enumerate(figure.data):
+        np.testing.assert_allclose(np.asarray(trace.z, dtype=np.float64), z[view, i], rtol=1e-6)
+        assert np.asarray(trace.z).dtype in (np.float32, np.uint8)
+    assert f"{float(mask[name].float().mean()) * 100:.1f}% salient" in figure.layout.title.text
+
+    big = gradient_heatmap("fc", torch.rand(64, 3136), torch.rand(64, 3136) < 0.5, view="mask")
+    assert "block-averaged" in big.layout.title.text
+    cells = np.asarray(big.data[0].z)
+    assert cells.shape == (64, 384) and 30 < cells.mean() < 70 and len(np.unique(cells)) > 2  # shares, not 0/1
+    assert len(pio.to_json(big, validate=False)) < 64 * 384 * 2  # one byte per cell, base64
