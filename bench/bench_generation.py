@@ -49,10 +49,15 @@ def main(argv=None) -> int:
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--alpha", type=float, default=None)
     parser.add_argument("--sparsity", type=float, default=0.5)
+    parser.add_argument("--set", dest="setting", default="",
+                        help='other settings of the method, e.g. "retain_distill=true null_share=0.3"')
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--out", default=None,
                         help="where to write the table ('' for nowhere; default bench/results/generation[_DATASET].txt)")
     args = parser.parse_args(argv)
+    from bench_fashion_tune import parse_setting  # "steps=60 lr=2.5e-4" -> {"steps": 60, "lr": 0.00025}
+
+    settings = parse_setting(args.setting)
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -71,7 +76,8 @@ def main(argv=None) -> int:
         f"# generator ({config.dataset}): {gen_meta.get('steps_done')} training steps; metrics from {args.per_class} images/class, "
         f"guidance {config.guidance}, {config.sample_steps} DDIM steps, seed {args.seed}",
         f"# method {method.label}, params " + json.dumps({**method.defaults(config.dataset, "class"), **{k: v for k, v in
-            (("steps", args.steps), ("lr", args.lr), ("alpha", args.alpha)) if v is not None}, "sparsity": args.sparsity}),
+            (("steps", args.steps), ("lr", args.lr), ("alpha", args.alpha)) if v is not None}, **settings,
+            "sparsity": args.sparsity}),
         "# goal: RTE <= 180 s, UA >= 95 %, retained accuracy drop <= 3 points",
     ]
     for line in lines:
@@ -91,7 +97,7 @@ def main(argv=None) -> int:
         cpu_start = time.process_time()
         run = unlearn_generator(generator, generation_split(dataset, k), args.method, sparsity=args.sparsity,
                                 seed=args.seed, mask_guidance=config.guidance, dataset=config.dataset,
-                                steps=args.steps, lr=args.lr, alpha=args.alpha)
+                                steps=args.steps, lr=args.lr, alpha=args.alpha, **settings)
         cpu = time.process_time() - cpu_start  # the work itself, whatever else the machine is running
         after = generation_metrics(run.model, classifier, k, dataset.test_x, dataset.test_y, per_class=args.per_class,
                                    guidance=config.guidance, steps=config.sample_steps, seed=args.seed)

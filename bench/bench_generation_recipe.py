@@ -71,10 +71,11 @@ def main(argv=None) -> int:
                                        seed=0)
                 row = {key: float(m[key]) for key in ("ua", "retained_accuracy", "frechet_retained")}
                 row.update(drop=before["retained_accuracy"] - row["retained_accuracy"], train_cpu_seconds=cpu,
-                           params=params)
+                           params=params, per_class_accuracy=[float(a) for a in m["per_class_accuracy"]])
                 path.write_text(json.dumps(row))
                 print(f"class {k} seed {seed}: UA {row['ua']:5.1f} drop {row['drop']:5.1f} "
-                      f"Fréchet {row['frechet_retained']:6.1f}  training {cpu:.0f} CPU s", flush=True)
+                      f"Fréchet {row['frechet_retained']:6.1f}  training {cpu:.0f} CPU s; per class "
+                      + " ".join(f"{a:.0f}" for a in row["per_class_accuracy"]), flush=True)
             rows["candidate"].append(json.loads(path.read_text()))
         for name, runs in rows.items():
             every[name] += runs

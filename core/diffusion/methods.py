@@ -174,8 +174,7 @@ def _adam_steps(model, params, mask: Mask | None, progress: Progress | None, wha
     """Adam at a constant rate with gradient clipping, under the mask when one is given."""
     optimizer = torch.optim.Adam(model.parameters(), lr=params["lr"], weight_decay=params["weight_decay"])
     return MaskedSteps(model, optimizer, MaskConstraint(model, mask) if mask is not None else None,
-                       int(params["steps"]), progress, what, clip=float(params["grad_clip"]),
-                       decay_lr=bool(params.get("lr_decay", False)))
+                       int(params["steps"]), progress, what, clip=float(params["grad_clip"]), decay_lr=False)
 
 
 def _batch(x: torch.Tensor, size: int, generator: torch.Generator, y: torch.Tensor | None = None):
@@ -209,6 +208,7 @@ def run_relabel(model, data: GenerationData, params: dict, mask=None, progress=N
     """eps(x_t | c_f) pulled to a detached eps(x_t | c') on forget images, plus alpha x the diffusion loss
     on retained classes. SalUn (with its mask) and RL (without) are this one function."""
     substitute = substitute_class(data.forget_class, data.num_classes)
+    teacher = copy.deepcopy(model).eval().requires_grad_(False) if params["retain_distill"] else None
 
     def step_loss(generator, scheduler, device):
         xf, _ = _batch(data.forget_x, params["batch_size"], generator)
@@ -220,13 +220,12 @@ def run_relabel(model, data: GenerationData, params: dict, mask=None, progress=N
             target = model(x_t, t, torch.full((len(x0),), substitute, dtype=torch.long, device=device))
         loss = F.mse_loss(model(x_t, t, torch.full((len(x0),), data.forget_class, dtype=torch.long, device=device)), target)
         if params["alpha"] > 0:
-            xr, yr = _batch(data.retain_x, params["retain_batch_size"] or params["batch_size"], generator,
-                            data.retain_y)
+            xr, yr = _batch(data.retain_x, params["batch_size"], generator, data.retain_y)
             if params["null_share"] > 0:  # (no draw at 0, so runs without it repeat exactly)
                 yr = yr.clone()
                 yr[torch.rand(len(yr), generator=generator) < params["null_share"]] = model.null_class
             loss = loss + params["alpha"] * diffusion_loss(model, scheduler, to_model_range(xr).to(device), yr.to(device),
-                                                           generator, snr_gamma=params["retain_snr_gamma"])
+                                                           generator, snr_gamma=params["retain_snr_gamma"], teacher=teacher)
         return loss
 
     return _adam_loop(model, data, params, mask, progress, what, step_loss)
@@ -281,11 +280,10 @@ RETAIN_SNR = Param(
     "retain_snr_gamma", float, 0.0, low=0, high=1000, label="Min-SNR γ (retained loss)", step=1.0,
     meaning="weight each retained image's error by min(SNR, γ)/SNR, as the shipped generators were trained "
             "(γ 5); 0: plain MSE, which lets nearly noise-free timesteps dominate")
-LR_DECAY = Param("lr_decay", bool, False, label="Decay the learning rate",
-                 meaning="decay the learning rate linearly to zero over the run, so the last steps settle the "
-                         "retained classes")
-RETAIN_BATCH = Param("retain_batch_size", int, 0, low=0, high=10_000, label="Retained batch size",
-                     meaning="retained images drawn per step for the α term (0: the batch size)")
+RETAIN_DISTILL = Param(
+    "retain_distill", bool, False, label="Retained loss against the original model",
+    meaning="hold the retained classes to the original model's noise prediction (the same noised images) "
+            "instead of training them on the true noise again: a target without the noise's variance")
 ADAM_PARAMS = (
     Param("weight_decay", float, 0.0, low=0, high=1, label="Weight decay", step=1e-4,
           meaning="Adam weight decay; weights outside the mask still end exactly where they started"),
@@ -314,10 +312,10 @@ RELABEL_GENERATION_OVERRIDES = {("fashion_mnist", "class"): GENERATION_FASHION_C
 for _method in [
     Method("salun", "SalUn", "Map the forgotten class to another class (c+1 mod K) under the saliency mask, "
            "plus alpha x the diffusion loss on retained classes.", "generation", run_salun,
-           (_steps(60), LR, ALPHA, NULL_SHARE, RETAIN_SNR, LR_DECAY, RETAIN_BATCH, *ADAM_PARAMS), mask="required",
+           (_steps(60), LR, ALPHA, NULL_SHARE, RETAIN_SNR, RETAIN_DISTILL, *ADAM_PARAMS), mask="required",
            overrides=RELABEL_GENERATION_OVERRIDES),
     Method("rl", "RL", "SalUn's objective on all weights (no mask).", "generation", run_rl,
-           (_steps(60), LR, ALPHA, NULL_SHARE, RETAIN_SNR, LR_DECAY, RETAIN_BATCH, *ADAM_PARAMS), overrides=RELABEL_GENERATION_OVERRIDES),
+           (_steps(60), LR, ALPHA, NULL_SHARE, RETAIN_SNR, RETAIN_DISTILL, *ADAM_PARAMS), overrides=RELABEL_GENERATION_OVERRIDES),
     Method("ga", "GA", "Gradient ascent on the forgotten class's diffusion loss.", "generation", run_ga,
            (_steps(20), LR, *ADAM_PARAMS)),
     Method("ft", "FT (retrain stand-in)", "Fine-tune with the ordinary diffusion loss on retained classes only.",

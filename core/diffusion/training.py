@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from core.data import load_dataset
 from core.diffusion.model import ConditionalUNet, UNetConfig, build_generator, save_generator, to_model_range, train_scheduler
@@ -68,8 +67,12 @@ def step_generator(seed: int, step: int) -> torch.Generator:
 
 
 def diffusion_loss(model: ConditionalUNet, scheduler, x0: torch.Tensor, labels: torch.Tensor,
-                   generator: torch.Generator | None = None, snr_gamma: float = 0.0) -> torch.Tensor:
+                   generator: torch.Generator | None = None, snr_gamma: float = 0.0,
+                   teacher: ConditionalUNet | None = None) -> torch.Tensor:
     """The DDPM noise-prediction loss ||eps - eps(x_t | labels)||^2 at uniform random timesteps.
+
+    With a `teacher` the target is the teacher's prediction eps_teacher(x_t | labels) instead of the noise
+    eps (the same draws): the model is held to what the teacher predicts, not trained on the data again.
 
     `x0` is in the model's range [-1, 1]. With `snr_gamma` > 0 each image's error is weighted by
     min(SNR(t), gamma) / SNR(t), which stops nearly noise-free timesteps dominating training.
@@ -79,7 +82,11 @@ def diffusion_loss(model: ConditionalUNet, scheduler, x0: torch.Tensor, labels: 
     t = torch.randint(0, scheduler.config.num_train_timesteps, (len(x0),), generator=generator)
     noise = torch.randn(x0.shape, generator=generator).to(x0.device)
     x_t = scheduler.add_noise(x0, noise, t.to(x0.device))
-    error = (model(x_t, t.to(x0.device), labels) - noise).pow(2).mean(dim=(1, 2, 3))
+    target = noise
+    if teacher is not None:
+        with torch.no_grad():
+            target = teacher(x_t, t.to(x0.device), labels)
+    error = (model(x_t, t.to(x0.device), labels) - target).pow(2).mean(dim=(1, 2, 3))
     if snr_gamma > 0:
         alpha_bar = scheduler.alphas_cumprod[t]
         snr = alpha_bar / (1.0 - alpha_bar)
