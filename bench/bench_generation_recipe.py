@@ -1,13 +1,14 @@
-"""A candidate SalUn recipe for a shipped generator against its current defaults, over classes and seeds.
+"""A candidate SalUn recipe for a shipped generator against the ablation's recipe, over classes and seeds.
 
 It reuses bench_generation_ablation.py's kept results (runs/bench_generation_ablation/<dataset>/): the
 original's figures per class, each class's saliency mask (seed 0, the default draws) and the default
-recipe's SalUn runs, so only the candidate is trained. Each candidate is named by its settings; its runs
+recipe's SalUn runs (AS_RECORDED: upstream's retained loss), so only the candidate, that recipe with the
+given settings changed, is trained. Each candidate is named by its settings; its runs
 are kept beside the others, so the benchmark can be stopped and resumed.
 
     .venv/bin/python bench/bench_generation_recipe.py --try "null_share=0.3 retain_snr_gamma=5"
 
-Printed per class: UA, retained accuracy lost and Fréchet distance (mean ± std over seeds), defaults vs
+Printed per class: UA, retained accuracy lost and Fréchet distance (mean ± std over seeds), ablation vs
 candidate, and the training CPU seconds. Written to bench/results/generation_recipe_<dataset>.txt.
 """
 
@@ -22,7 +23,7 @@ from pathlib import Path
 import torch
 
 from bench_fashion_tune import parse_setting  # "steps=60 lr=2.5e-4" -> {"steps": 60, "lr": 0.00025}
-from bench_generation_ablation import CACHE, arguments, mean_std
+from bench_generation_ablation import AS_RECORDED, CACHE, arguments, mean_std
 from core.data import load_dataset
 from core.diffusion.methods import generation_split
 from core.diffusion.metrics import generation_metrics
@@ -46,22 +47,22 @@ def main(argv=None) -> int:
     spec = get_method("salun", "generation")
     cache = CACHE / args.dataset
     lines = [f"# bench_generation_recipe ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}), shipped {args.dataset} "
-             f"generator: SalUn defaults vs defaults + {overrides}",
+             f"generator: SalUn as the ablation ran it (upstream's retained loss) vs that + {overrides}",
              f"# the mask of bench_generation_ablation (seed 0); seeds {args.seeds} vary the unlearning; "
              f"judged on {args.per_class} images/class, guidance {config.guidance}, {config.sample_steps} DDIM steps, "
              "sampling seed 0",
              f"{'class':>5}  {'recipe':<10}{'UA':>14}{'retained drop':>16}{'Fréchet':>16}{'train CPU s':>13}"]
-    every = {"defaults": [], "candidate": []}
+    every = {"ablation": [], "candidate": []}
     for k in args.classes:
         before = json.loads((cache / f"before_c{k}_pc{args.per_class}.json").read_text())
         mask = torch.load(cache / f"mask_c{k}.pt")
         data = generation_split(dataset, k)
-        rows = {"defaults": [], "candidate": []}
+        rows = {"ablation": [], "candidate": []}
         for seed in args.seeds:
-            rows["defaults"].append(json.loads((cache / f"c{k}_salun_s{seed}_pc{args.per_class}.json").read_text()))
+            rows["ablation"].append(json.loads((cache / f"c{k}_salun_s{seed}_pc{args.per_class}.json").read_text()))
             path = cache / f"c{k}_salun-{label}_s{seed}_pc{args.per_class}.json"
             if not path.is_file():
-                params = spec.resolve(seed, config.dataset, "class", **overrides)
+                params = spec.resolve(seed, config.dataset, "class", **{**AS_RECORDED, **overrides})
                 model = copy.deepcopy(generator)
                 t0 = time.process_time()
                 spec.run(model, data, params, mask=mask)

@@ -168,9 +168,8 @@ def test_retained_loss_trains_null_labels_and_min_snr_as_the_generator_was_train
     real = methods.diffusion_loss
 
     def spy(model, scheduler, x0, labels, generator=None, snr_gamma=0.0, teacher=None):
-        assert teacher is None  # the retained loss is the data's unless asked otherwise
         seen.append((labels.clone(), snr_gamma))
-        return real(model, scheduler, x0, labels, generator, snr_gamma=snr_gamma)
+        return real(model, scheduler, x0, labels, generator, snr_gamma=snr_gamma, teacher=teacher)
 
     monkeypatch.setattr(methods, "diffusion_loss", spy)
     data = generation_split(digits, 3)
@@ -200,13 +199,16 @@ def test_retained_loss_against_the_original_holds_retained_predictions_to_it(tra
     monkeypatch.setattr(methods, "diffusion_loss", spy)
     data = generation_split(digits, 3)
     original = {k: v.clone() for k, v in trained.state_dict().items()}
-    run = unlearn_generator(trained, data, "rl", seed=0, steps=4, batch_size=16, retain_distill=True, lr=1e-2)
+    run = unlearn_generator(trained, data, "rl", seed=0, steps=4, batch_size=16, lr=1e-2)  # the default
     teacher = teachers[0]
     assert teacher is not None and all(t is teacher for t in teachers) and teacher is not run.model
     assert all(torch.equal(v, original[k]) for k, v in teacher.state_dict().items())  # frozen: the original
     assert not any(p.requires_grad for p in teacher.parameters())
     assert values[0] == 0.0 and values[-1] > 0.0  # the model is the original at step 1, then moves away
     assert all(torch.equal(v, original[k]) for k, v in trained.state_dict().items())  # the original untouched
+    teachers.clear()
+    unlearn_generator(trained, data, "rl", seed=0, steps=2, batch_size=16, retain_distill=False)  # upstream's loss
+    assert teachers == [None, None]
 
 
 def test_small_budget_changes_forgotten_class_more_than_retained(trained, digits):
