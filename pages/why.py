@@ -94,7 +94,9 @@ def main() -> None:
             f"{', '.join(map(str, generation['classes']))}), SalUn with its {generation['sparsity']:.0%} mask against "
             f"RL with every weight free, identical recipe, seeds {', '.join(map(str, generation['seeds']))}. Each "
             f"model draws {generation['per_class']} images of every digit from the same seeds, judged by the shipped "
-            "classifier. A forgetting method should lose as little as possible on the digits it keeps.")
+            "classifier. A forgetting method should lose as little as possible on the digits it keeps. (Recorded "
+            "with upstream's retained loss, the true noise as target; the Diffusion page's default now holds the "
+            "kept digits to the original model instead, which keeps them better still: see the README.)")
         st.plotly_chart(why_mask.generation_figure(generation), key="why_generation")
         for sentence in why_mask.generation_reading(generation):
             st.markdown(f"- {sentence}")
