@@ -24,9 +24,8 @@ def parse_setting(text: str) -> dict:
     out = {}
     for item in text.replace(",", " ").split():
         key, _, value = item.partition("=")
-        out[key] = {"true": True, "false": False}.get(value.lower(), None)
-        if out[key] is None:
-            out[key] = int(value) if value.isdigit() else float(value)
+        words = {"true": True, "false": False}
+        out[key] = words[value.lower()] if value.lower() in words else int(value) if value.isdigit() else float(value)
     return out
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from bench_fashion_tune import parse_setting  # "steps=60 lr=2.5e-4" -> {"steps": 60, "lr": 0.00025}
 from core.data import load_dataset
 from core.diffusion.metrics import generate_grid, generation_metrics
 from core.diffusion.run import GenerationRunConfig, load_models
@@ -55,8 +56,6 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=None,
                         help="where to write the table ('' for nowhere; default bench/results/generation[_DATASET].txt)")
     args = parser.parse_args(argv)
-    from bench_fashion_tune import parse_setting  # "steps=60 lr=2.5e-4" -> {"steps": 60, "lr": 0.00025}
-
     settings = parse_setting(args.setting)
     if args.threads:
         torch.set_num_threads(args.threads)

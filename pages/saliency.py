@@ -104,7 +104,7 @@ def main() -> None:
             layers_section(grads, mask, rows, sparsity)
     with overlap_tab:
         if overlap_tab.open:
-            overlap_section(target, exp, grads, mask, sparsity)
+            overlap_section(target, model, exp, grads, mask, sparsity)
 
 
 def layers_section(grads, mask, rows, sparsity: float) -> None:
@@ -120,11 +120,10 @@ def layers_section(grads, mask, rows, sparsity: float) -> None:
         st.plotly_chart(gradient_heatmap(name, grads[name], mask[name], view=view), key=f"sal_heat_{name}")
 
 
-def overlap_section(target, exp, grads, mask, sparsity: float) -> None:
+def overlap_section(target, model: tuple, exp, grads, mask, sparsity: float) -> None:
     from core.classification.analysis import chance_iou, mask_from_ranks
     from core.classification.plots import iou_matrix_figure, layer_overlap_figure, overlap_sparsity_figure
 
-    model = (target.dataset, target.checkpoint, target.data_root)
     chance = chance_iou(sparsity)
     st.caption("Intersection over union of two masks: 1 = the same weights, 0 = none in common. "
                f"Each mask uses the sparsity above; two random masks of that share would overlap by "
@@ -167,5 +166,6 @@ def overlap_section(target, exp, grads, mask, sparsity: float) -> None:
                                                 "forget set & retain set"), key="sal_overlap_sparsity_fr")
     st.caption("Overlap across sparsity: at 100% both masks hold every weight (IoU 1), so the distance above the "
                "dotted chance curve is what says two masks agree.")
+
 
 main()

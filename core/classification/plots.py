@@ -36,9 +36,13 @@ def role_colors(labels: list[str]) -> dict[str, str]:
     return out
 
 
+def _frame(title: str, height: int) -> dict:
+    """The title, height and margins every figure here shares."""
+    return dict(title=dict(text=title, x=0, font=dict(size=15)), height=height, margin=dict(l=10, r=10, t=50, b=10))
+
+
 def _layout(fig: go.Figure, title: str, height: int = 320, **kwargs) -> go.Figure:
-    fig.update_layout(title=dict(text=title, x=0, font=dict(size=15)), height=height,
-                      margin=dict(l=10, r=10, t=50, b=10), **kwargs)
+    fig.update_layout(**_frame(title, height), **kwargs)
     return fig
 
 
@@ -46,8 +50,7 @@ def _figure(traces: list, title: str, height: int = 320, **layout) -> go.Figure:
     """The figure `_layout` gives, built in one go: plotly checks a layout handed to the constructor about
     5x faster than one changed afterwards (update_layout, update_xaxes, add_vline), which is what a
     slider that redraws ten figures per move notices. Axes, shapes and annotations come as plain dicts."""
-    return go.Figure(traces, layout=dict(title=dict(text=title, x=0, font=dict(size=15)), height=height,
-                                         margin=dict(l=10, r=10, t=50, b=10), **layout))
+    return go.Figure(traces, layout=dict(**_frame(title, height), **layout))
 
 
 def _vline(x: float, text: str, dash: str, color: str) -> tuple[dict, dict]:
@@ -78,8 +81,8 @@ def gradient_heatmap(name: str, gradient: torch.Tensor, mask: torch.Tensor | Non
     outside the mask darkened).
 
     The browser receives log10 |g| as float32 and the mask as whole percents (uint8): a cell that stands
-    for a block of weights holds the block's salient share. That is 5x fewer bytes than float64 for the
-    same picture, and the redraw after a slider move waits on those bytes."""
+    for a block of weights holds the block's salient share. For a 64×384 layer that is 164 kB of JSON instead
+    of 240 kB with two float64 arrays, the same picture; the redraw after a slider move waits on those bytes."""
     shape = tuple(gradient.shape)
     grid = weight_grid(gradient)
     log_grad = np.log10(np.maximum(grid, 1e-12)).astype(np.float32)
