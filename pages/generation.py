@@ -108,7 +108,7 @@ def generation_work(config: GenerationRunConfig, models, dataset, live: dict):
         live["phase"] = "generating with the unlearned model"
         after = generation_metrics(run.model, classifier, forget_class, dataset.test_x, dataset.test_y,
                                    per_class=config.per_class, guidance=config.guidance, steps=config.sample_steps,
-                                   seed=config.seed)
+                                   seed=config.seed, before=before)
         result = GenerationRunResult(config, before, after, run, {"generator": gen_meta})
         ui.result_store().put(result)  # kept, and addressable, even if the visitor has left
         return result
@@ -278,6 +278,11 @@ for key in ("ua", "retained_accuracy", "frechet_retained"):
                  **{when: None if m[key] is None else round(m[key], 2)  # None: too few images for a Fréchet distance
                     for when, m in (("before", result.before), ("after", result.after))},
                  "definition": GENERATION_METRIC_DEFINITIONS[key]})
+if result.after.get("retained_drop") is not None:  # (runs stored before it was measured have none)
+    drop, se = result.after["retained_drop"], result.after["retained_drop_se"]
+    rows.append({"metric": GENERATION_METRIC_LABELS["retained_drop"] + " (points)", "before": None,
+                 "after": round(drop, 2), "definition": f"{drop:.1f} ± {'n/a' if se is None else f'{se:.1f}'}: "
+                 + GENERATION_METRIC_DEFINITIONS["retained_drop"]})
 rows.append({"metric": "RTE (s)", "before": None, "after": round(result.rte_seconds, 1),
              "definition": "Wall time of the unlearning run, saliency mask included"
                            + (" (its gradients read back from the store)." if mask_cached else ".")})

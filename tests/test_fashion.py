@@ -138,6 +138,20 @@ def test_unlearn_gen_names_the_dataset_and_generator_it_used(tiny_pair, monkeypa
     assert summary["guidance"] == 2.0  # no tuned guidance in this generator's sidecar: the digit default
 
 
+def test_unlearn_gen_table_gives_the_retained_drop_with_its_standard_error(tiny_pair, capsys):
+    from core.cli import main
+
+    gen, clf = tiny_pair
+    fast = [a for a in FAST if a != "--json"] + ["--per-class", "4"]
+    assert main(["unlearn-gen", "--generator", str(gen), "--checkpoint", str(clf), "--forget", "class:1"] + fast) == 0
+    table = capsys.readouterr().out
+    row = next(line for line in table.splitlines() if line.startswith("Retained accuracy drop (points, ± SE)"))
+    drop, se = (float(v) for v in row.split()[-3::2])
+    before, after = (float(v) for v in next(line for line in table.splitlines()
+                                            if line.startswith("Retained accuracy ") and "drop" not in line).split()[-2:])
+    assert drop == pytest.approx(before - after, abs=0.011) and se >= 0
+
+
 def test_a_given_generator_decides_the_dataset_and_a_contradicting_one_is_refused(tiny_pair, capsys):
     from core.cli import main
 

@@ -13,11 +13,12 @@ import torch
 from core.checkpoint import save_checkpoint, state_checksum
 from core.data import load_dataset
 from core.diffusion.model import UNetConfig, generate, load_generator, save_generator
-from core.diffusion.metrics import frechet_distance, generation_metrics
+from core.diffusion.metrics import frechet_distance, generation_metrics, retained_drop
 from core.diffusion.training import GeneratorTrainConfig, train_generator
 from core.diffusion.methods import generation_gradients, generation_split, unlearn_generator
 from core.errors import CancelledError, CheckpointError, SalunError
 from core.classification.models import SmallCNN
+from core.classification.training import per_class_accuracy
 from core.saliency import layer_statistics, mask_fraction, saliency_mask
 
 PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "generation.py")
@@ -323,6 +324,42 @@ def test_frechet_distance_is_given_from_the_per_class_floor_up(trained, digits):
     assert few["frechet_all"] is None and few["frechet_min_per_class"] == 13
 
 
+class ReadsTheClassOffThePixel(torch.nn.Module):
+    """A classifier whose verdict is written in the image: class round(x[0, 0, 0])."""
+
+    def __init__(self):
+        super().__init__()
+        self.unused = torch.nn.Parameter(torch.zeros(1))  # `predict` looks up the device of the first parameter
+
+    def forward(self, x):
+        return torch.nn.functional.one_hot(x[:, 0, 0, 0].round().long(), 10).float() * 10
+
+
+def test_retained_drop_pairs_images_and_gives_the_standard_error_of_the_changed_verdicts():
+    labels = torch.arange(10).repeat_interleave(4)
+    verdicts = labels.clone().float()
+    before_images = verdicts.view(-1, 1, 1, 1).expand(-1, 1, 8, 8).clone()
+    after_images = before_images.clone()
+    after_images[[0, 1, 5], 0, 0, 0] = 9.0  # three retained images of classes 0 and 1 now read as 9
+    after_images[[8, 9, 10, 11], 0, 0, 0] = 3.0  # the forgotten class 2: not part of the retained figure
+    before_images[38, 0, 0, 0] = 0.0  # one class-9 image wrong before and right after: it counts against the drop
+    classifier = ReadsTheClassOffThePixel()
+    before, after = {"images": before_images, "labels": labels}, {"images": after_images, "labels": labels}
+    drop, se = retained_drop(classifier, before, after, forget_class=2)
+
+    change = torch.zeros(36)  # the 36 retained images: 3 lost (+1), 1 gained (-1)
+    change[:3], change[3] = 1, -1
+    assert drop == pytest.approx((3 - 1) / 36 * 100)
+    assert se == pytest.approx(float(change.std()) / 6 * 100)
+    retained = [k for k in range(10) if k != 2]
+    accuracy = {when: per_class_accuracy(classifier, m["images"], labels, 10) for when, m in (("before", before), ("after", after))}
+    per_class_drop = sum(accuracy["before"][k] - accuracy["after"][k] for k in retained) / 9
+    assert drop == pytest.approx(per_class_drop)  # the same figure as the retained accuracies' difference
+    assert retained_drop(classifier, before, before, forget_class=2) == (0.0, 0.0)
+    with pytest.raises(ValueError, match="same classes"):
+        retained_drop(classifier, before, {**after, "labels": labels.flip(0)}, forget_class=2)
+
+
 # --- the page --------------------------------------------------------------------------------------
 
 @pytest.fixture
@@ -355,6 +392,7 @@ def test_page_forgets_a_class_and_shows_before_after(page_env):
     text = " ".join(m.value for m in at.markdown) + " ".join(str(df.value) for df in at.dataframe)
     assert "Fréchet distance (classifier features)" in text
     assert "UA (generation)" in text
+    assert "Retained accuracy drop (points)" in text  # with its standard error in the definition
     assert at.session_state["gen_shown"]["results"][0][1].config.forget == "class:7"
 
     # its address opened afresh (a reload, a shared link): the same run, beside the settings that made it
@@ -406,6 +444,8 @@ def test_cli_unlearn_gen_json(page_env, capsys, tmp_path):
         assert key in summary
     assert set(summary["before"]) >= {"ua", "retained_accuracy", "frechet_retained"}
     assert summary["method"] == "salun" and summary["forget"] == "class:2"
+    assert summary["retained_drop"] == pytest.approx(summary["before"]["retained_accuracy"] - summary["retained_accuracy"])
+    assert summary["retained_drop_se"] >= 0
     assert load_generator(tmp_path / "out" / "generator.safetensors")[1]["unlearning"]["forget"] == "class:2"
 
 

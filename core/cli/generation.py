@@ -105,6 +105,9 @@ def cmd_unlearn_gen(args) -> dict:
         number = lambda v: f"{v:>10.2f}" if v is not None else f"{'n/a':>10}"  # noqa: E731
         for key in ("ua", "retained_accuracy", "frechet_retained"):
             print(f"{GENERATION_METRIC_LABELS[key]:<42}{number(summary['before'][key])}{number(summary[key])}")
+        se = summary["retained_drop_se"]
+        drop = f"{summary['retained_drop']:.2f} ± " + ("n/a" if se is None else f"{se:.2f}")
+        print(f"{GENERATION_METRIC_LABELS['retained_drop'] + ' (points, ± SE)':<42}{'':>10}{drop:>14}")
         print(f"{'RTE (s)':<42}{'':>10}{summary['rte_seconds']:>10.1f}")
         if "frechet_note" in summary:
             print(f"Fréchet distance {summary['frechet_note']} (--per-class {summary['frechet_min_per_class']})")

@@ -4,6 +4,8 @@
                                does NOT assign to that class. Higher means more forgotten.
 - Retained accuracy          = share of images generated for the other classes that the classifier
                                assigns to the class they were generated for.
+- Retained drop              = retained accuracy before minus after, in points, with its standard error
+                               from the paired images (`retained_drop`).
 - Recognised                 = the same accuracy over every class (the generator's quality bar).
 - Fréchet distance (classifier features) = Fréchet distance between generated and real images of the
                                retained classes, on the classifier's 64 penultimate features
@@ -27,13 +29,14 @@ import math
 
 from core.diffusion.model import DEFAULT_GUIDANCE, DEFAULT_SAMPLE_STEPS, ConditionalUNet, check_class, class_grid_labels, generate
 from core.errors import check_positive
-from core.classification.training import per_class_accuracy
+from core.classification.training import per_class_accuracy, predict
 
 GENERATION_METRIC_LABELS = {
     "ua": "UA (generation)",
     "retained_accuracy": "Retained accuracy",
     "frechet_retained": "Fréchet distance (classifier features)",
     "forget_accuracy": "Forgotten class recognised",
+    "retained_drop": "Retained accuracy drop",
 }
 
 GENERATION_METRIC_DEFINITIONS = {
@@ -44,6 +47,8 @@ GENERATION_METRIC_DEFINITIONS = {
     "frechet_retained": "Fréchet distance between generated and real images of the retained classes, on the "
                         "classifier's penultimate features (not Inception FID). Lower is closer to real data.",
     "forget_accuracy": "Share of images generated for the forgotten class that the classifier assigns to it (%).",
+    "retained_drop": "Retained accuracy before minus after (points), ± its standard error: the same seeds draw each "
+                     "image before and after, so the uncertainty comes only from the images whose verdict changed.",
 }
 
 
@@ -109,10 +114,12 @@ def generate_grid(generator: ConditionalUNet, per_class: int, guidance: float = 
 def generation_metrics(generator: ConditionalUNet, classifier: nn.Module, forget_class: int | None,
                        real_x: torch.Tensor, real_y: torch.Tensor, per_class: int = 50,
                        guidance: float = DEFAULT_GUIDANCE, steps: int = DEFAULT_SAMPLE_STEPS, seed: int = 0,
-                       images: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:
+                       images: tuple[torch.Tensor, torch.Tensor] | None = None, before: dict | None = None) -> dict:
     """All generation metrics for one model; `forget_class` None gives the quality-bar figures only.
 
-    Pass `images` (images, labels) already generated with these settings to skip generating again.
+    Pass `images` (images, labels) already generated with these settings to skip generating again, and
+    `before`, the original model's result with the same settings, to add the retained classes' drop in
+    recognition and its standard error (`retained_drop`, `retained_drop_se`; see retained_drop).
     Returns percentages, the Fréchet distance, per-class recognition and the images themselves.
     """
     if forget_class is not None:
@@ -138,7 +145,29 @@ def generation_metrics(generator: ConditionalUNet, classifier: nn.Module, forget
     result["retained_accuracy"] = float(sum(per_class_acc[k] for k in keep) / len(keep))
     retained_real = real_x[real_y != forget_class]
     _frechet_or_note(result, "frechet_retained", classifier, retained_real, images[labels != forget_class], len(keep))
+    if before is not None:
+        result["retained_drop"], result["retained_drop_se"] = retained_drop(classifier, before, result, forget_class)
     return result
+
+
+def retained_drop(classifier: nn.Module, before: dict, after: dict, forget_class: int) -> tuple[float, float | None]:
+    """Retained accuracy before minus after, in points, and its standard error, image for image.
+
+    `before` and `after` are `generation_metrics` results drawn with the same seeds, so each retained
+    image is recognised before, after, both or neither: a paired difference, whose uncertainty comes
+    only from the images whose verdict changed (far less than two independent accuracies would carry).
+    Every class asks for the same number of images, so the mean over images is the mean over classes
+    that `retained_accuracy` takes.
+    """
+    labels = before["labels"]
+    if not torch.equal(labels, after["labels"]):
+        raise ValueError("before and after must be generated for the same classes")
+    keep = labels != forget_class
+    change = torch.stack([(predict(classifier, m["images"][keep]).argmax(1) == labels[keep]).float()
+                          for m in (before, after)])
+    change = change[0] - change[1]
+    se = float(change.std() / math.sqrt(len(change)) * 100) if len(change) > 1 else None  # (one image: no spread)
+    return float(change.mean() * 100), se
 
 
 def scalar_metrics(result: dict) -> dict:

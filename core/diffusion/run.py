@@ -139,6 +139,7 @@ class GenerationRunResult:
                 "classifier": self.config.classifier, **pick(self.after), "rte_seconds": self.rte_seconds, "before": pick(self.before),
                 "params": self.unlearning.params, "guidance": self.config.guidance,
                 "sample_steps": self.config.sample_steps, "per_class": self.config.per_class,
+                "retained_drop": self.after.get("retained_drop"), "retained_drop_se": self.after.get("retained_drop_se"),
                 "frechet_min_per_class": self.after.get("frechet_min_per_class"),
                 "mask_stability": getattr(self.unlearning, "mask_stability", None),
                 **({"frechet_note": self.after["frechet_note"]} if "frechet_note" in self.after else {})}
@@ -157,11 +158,11 @@ def load_models(generator: str | Path | None = None, classifier: str | Path | No
 
 
 def evaluate_generator(generator: ConditionalUNet, classifier, forget_class: int | None, config: GenerationRunConfig,
-                       dataset_name: str = "mnist5k") -> dict:
+                       dataset_name: str = "mnist5k", before: dict | None = None) -> dict:
     dataset = load_dataset(dataset_name)
     return generation_metrics(generator, classifier, forget_class, dataset.test_x, dataset.test_y,
                               per_class=config.per_class, guidance=config.guidance, steps=config.sample_steps,
-                              seed=config.seed)
+                              seed=config.seed, before=before)
 
 
 def run_generation(config: GenerationRunConfig, progress: Progress | None = None, models=None,
@@ -182,5 +183,5 @@ def run_generation(config: GenerationRunConfig, progress: Progress | None = None
     unlearning = unlearn_generator(generator, data, config.method, sparsity=config.sparsity, seed=config.seed,
                                    masked=config.masked, mask_guidance=config.guidance, progress=progress,
                                    dataset=config.dataset, **config.overrides())
-    after = evaluate_generator(unlearning.model, classifier, forget_class, config, dataset.name)
+    after = evaluate_generator(unlearning.model, classifier, forget_class, config, dataset.name, before=before)
     return GenerationRunResult(config, before, after, unlearning, {"generator": gen_meta})
