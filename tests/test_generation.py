@@ -162,6 +162,9 @@ def test_retained_loss_trains_null_labels_and_min_snr_as_the_generator_was_train
     spec = get_method("salun", "generation")
     assert {k: spec.defaults("fashion_mnist", "class")[k] for k in ("null_share", "retain_snr_gamma", "alpha")} == \
         {"null_share": 0.3, "retain_snr_gamma": 5.0, "alpha": 5.0}
+    # both shipped generators hold the retained classes to the original model and stop at 45 steps
+    assert {(spec.defaults(d, "class")["retain_distill"], spec.defaults(d, "class")["steps"])
+            for d in ("fashion_mnist", "mnist5k")} == {(True, 45)}
     assert spec.defaults("mnist5k", "class")["null_share"] == 0 and spec.defaults("mnist5k", "class")["retain_snr_gamma"] == 0
     assert get_method("rl", "generation").defaults("fashion_mnist", "class") == spec.defaults("fashion_mnist", "class")
 
