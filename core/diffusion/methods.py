@@ -313,12 +313,12 @@ ADAM_PARAMS = (
 # runs instead of 4 of 9 (classes 1, 3, 6 x seeds 0-2: UA 100 on all, drop -0.2 +- 1.1 against 2.4 +- 2.3;
 # bench/bench_generation_recipe.py, bench/results/generation_recipe_mnist5k_distill.txt) for ~8 % more
 # training time (one more forward pass of the retained batch, through the frozen original).
-# On the Fashion generator, judged with 100 images per class (session 6; the drop's paired standard error ~0.9
-# points), the retained loss on the true noise (upstream's target) was fragile: seed 0 lost 3.0 / -1.1 / 0.9 points on classes 5 / 1 / 7, but
-# class 5 with seed 1 lost 12.9 (Fréchet 74 -> 163: dresses, sneakers and boots collapsed). Held to the original,
-# the same run lost 0.4, and 45 steps forget as fully as 60 (UA 96-100): drops 2.8 / 2.3 / 3.0 / 2.4 / 0.3 / 3.2
-# on classes 5 / 1 / 7 / 0 / 3 / 9, a steady ~2.3 points instead of a gamble, in 163-174 CPU s beside a second
-# run (bench/results/generation_fashion_mnist_distill45_per100*.txt).
+# On the Fashion generator, judged with 100 images per class (session 6; the drop's paired standard error
+# ~0.9 points), the retained loss on the true noise (upstream's target) was fragile: seed 0 lost 3.0 / -1.1 /
+# 0.9 points on classes 5 / 1 / 7, but class 5 with seed 1 lost 12.9 (Fréchet 74 -> 163: dresses, sneakers and
+# boots collapsed). Held to the original, the same run lost 0.4, and 45 steps forget as fully as 60 (UA
+# 96-100): drops 2.8 / 2.3 / 3.0 / 2.4 / 0.3 / 3.2 on classes 5 / 1 / 7 / 0 / 3 / 9, a steady ~2.3 points
+# instead of a gamble, in 163-174 CPU s beside a second run (bench/results/generation_fashion_mnist_distill45_per100*.txt).
 GENERATION_FASHION_CLASS = {"steps": 45, "alpha": 5.0, "null_share": 0.3, "retain_snr_gamma": 5.0, "retain_distill": True}
 # With the retained loss held to the original, the digit generator forgets a class in 45 steps as fully as in
 # 60 (classes 1, 3, 6 x seeds 0-2: UA 100 on all nine, goal met in 9/9; generation_recipe_mnist5k_distill45.txt),

@@ -163,9 +163,9 @@ def retained_drop(classifier: nn.Module, before: dict, after: dict, forget_class
     if not torch.equal(labels, after["labels"]):
         raise ValueError("before and after must be generated for the same classes")
     keep = labels != forget_class
-    change = torch.stack([(predict(classifier, m["images"][keep]).argmax(1) == labels[keep]).float()
-                          for m in (before, after)])
-    change = change[0] - change[1]
+    right_before, right_after = ((predict(classifier, m["images"][keep]).argmax(1) == labels[keep]).float()
+                                 for m in (before, after))
+    change = right_before - right_after  # +1 lost, -1 gained, 0 unchanged
     se = float(change.std() / math.sqrt(len(change)) * 100) if len(change) > 1 else None  # (one image: no spread)
     return float(change.mean() * 100), se
 
