@@ -118,16 +118,22 @@ def main(argv=None) -> int:
         print(line, flush=True)
         lines.append(line)
         rows.append((run.rte_seconds, after["ua"], drop, ok, cpu, se))
+        write(args.out, lines + [f"# (stopped or still running: {len(rows)} of {len(args.classes)} classes so far)"])
     n = len(rows)
     summary = (f"# mean over {n} classes: RTE {sum(r[0] for r in rows) / n:.1f} s wall, "
                f"{sum(r[4] for r in rows) / n:.1f} CPU s, UA {sum(r[1] for r in rows) / n:.1f} %, "
                f"retained-accuracy drop {sum(r[2] for r in rows) / n:.1f} points (± {sum(r[5] ** 2 for r in rows) ** 0.5 / n:.1f} SE); goal met for {sum(r[3] for r in rows)}/{n}")
     print(summary)
     lines.append(summary)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text("\n".join(lines) + "\n")
+    write(args.out, lines)
     return 0
+
+
+def write(out: str, lines: list[str]) -> None:
+    """The table so far: rewritten after every class, so a stopped run keeps what it measured."""
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

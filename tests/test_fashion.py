@@ -136,6 +136,18 @@ def test_unlearn_gen_names_the_dataset_and_generator_it_used(tiny_pair, monkeypa
     assert summary["dataset"] == "digits" and summary["generator"] == str(gen)
     assert summary["classifier"] == str(clf)
     assert summary["guidance"] == 2.0  # no tuned guidance in this generator's sidecar: the digit default
+    assert summary["sparsity"] == 0.5  # the mask's share: upstream's by default
+
+
+def test_unlearn_gen_names_the_mask_share_it_used(tiny_pair, capsys):
+    from core.cli import main
+
+    gen, clf = tiny_pair
+    args = ["unlearn-gen", "--generator", str(gen), "--checkpoint", str(clf), "--forget", "class:1"] + FAST
+    assert main(args + ["--sparsity", "0.3"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["sparsity"] == 0.3
+    assert main(args + ["--method", "ga"]) == 0  # no mask: no share to name
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["sparsity"] is None
 
 
 def test_unlearn_gen_table_gives_the_retained_drop_with_its_standard_error(tiny_pair, capsys):

@@ -319,6 +319,9 @@ ADAM_PARAMS = (
 # boots collapsed). Held to the original, the same run lost 0.4, and 45 steps forget as fully as 60 (UA
 # 96-100): drops 2.8 / 2.3 / 3.0 / 2.4 / 0.3 / 3.2 on classes 5 / 1 / 7 / 0 / 3 / 9, a steady ~2.3 points
 # instead of a gamble, in 163-174 CPU s beside a second run (bench/results/generation_fashion_mnist_distill45_per100*.txt).
+# The mask stays at upstream's 50 % here: 80 % of the weights cut the drop on classes 7 / 9 (3.0 / 3.2 -> 2.4 /
+# 2.2) but raised it on 5 / 1 (2.8 / 2.3 -> 3.7 / 4.7), and class 2 lost 4.8 at UA 92 (session 7;
+# bench/results/generation_fashion_mnist_sparsity.txt, _sp08_per100_partial.txt).
 GENERATION_FASHION_CLASS = {"steps": 45, "alpha": 5.0, "null_share": 0.3, "retain_snr_gamma": 5.0, "retain_distill": True}
 # With the retained loss held to the original, the digit generator forgets a class in 45 steps as fully as in
 # 60 (classes 1, 3, 6 x seeds 0-2: UA 100 on all nine, goal met in 9/9; generation_recipe_mnist5k_distill45.txt),
