@@ -137,8 +137,9 @@ class GenerationRunResult:
         return {"method": self.config.method, "forget": self.config.forget, "seed": self.config.seed,
                 "dataset": self.config.dataset, "generator": self.config.generator,
                 "classifier": self.config.classifier, **pick(self.after), "rte_seconds": self.rte_seconds, "before": pick(self.before),
-                "params": self.unlearning.params, "sparsity": self.config.sparsity if self.unlearning.mask is not None
-                else None, "guidance": self.config.guidance,
+                "params": self.unlearning.params,
+                "sparsity": self.config.sparsity if self.unlearning.mask is not None else None,  # None: no mask
+                "guidance": self.config.guidance,
                 "sample_steps": self.config.sample_steps, "per_class": self.config.per_class,
                 "retained_drop": self.after.get("retained_drop"), "retained_drop_se": self.after.get("retained_drop_se"),
                 "frechet_min_per_class": self.after.get("frechet_min_per_class"),
