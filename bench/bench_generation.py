@@ -93,7 +93,7 @@ def main(argv=None) -> int:
     before_images = generate_grid(generator, args.per_class, config.guidance, config.sample_steps, args.seed)
     print(f"# generated the 'before' images in {time.perf_counter() - t0:.0f} s", flush=True)
     header = (f"{'class':>5} {'RTE s':>7} {'CPU s':>7} {'UA before':>10} {'UA after':>9} {'ret.acc before':>15} "
-              f"{'ret.acc after':>14} {'drop':>6} {'± SE':>5} {'Fréchet before':>15} {'Fréchet after':>14}  goal")
+              f"{'ret.acc after':>14} {'drop':>6} {'± SE':>5} {'Fréchet before':>15} {'Fréchet after':>14}  goal    drawn instead")
     print(header, flush=True)
     lines.append(header)
     rows = []
@@ -114,7 +114,8 @@ def main(argv=None) -> int:
         ok = (cpu if torch.get_num_threads() == 1 else run.rte_seconds) <= 180 and after["ua"] >= 95 and drop <= 3
         line = (f"{k:>5} {run.rte_seconds:>7.1f} {cpu:>7.1f} {before['ua']:>10.1f} {after['ua']:>9.1f} "
                 f"{before['retained_accuracy']:>15.1f} {after['retained_accuracy']:>14.1f} {drop:>6.1f} {se:>5.1f} "
-                f"{frechet(before):>15} {frechet(after):>14}  {'met' if ok else 'MISSED'}")
+                f"{frechet(before):>15} {frechet(after):>14}  {'met   ' if ok else 'MISSED'}  "
+                f"{'-' if run.substitute is None else run.substitute}")
         print(line, flush=True)
         lines.append(line)
         rows.append((run.rte_seconds, after["ua"], drop, ok, cpu, se))

@@ -362,7 +362,8 @@ def _write_generation(result, folder: Path) -> None:
         "format": FORMAT, "kind": "generation", "before": scalar_metrics(result.before),
         "after": scalar_metrics(result.after), "method": unlearning.method, "params": unlearning.params,
         "losses": unlearning.losses, "rte_seconds": unlearning.rte_seconds, "timings": unlearning.timings,
-        "mask_stability": getattr(unlearning, "mask_stability", None), "meta": result.meta})
+        "mask_stability": getattr(unlearning, "mask_stability", None), "substitute": unlearning.substitute,
+        "meta": result.meta})
     _loss_curve(unlearning.losses, folder, f"{config.method} · forget {config.forget} · seed {config.seed}")
 
 
@@ -807,7 +808,8 @@ def _read_generation(store: RunStore, folder: Path):
     before = {**data["before"], "images": samples["before_images"], "labels": samples["labels"]}
     after = {**data["after"], "images": samples["after_images"], "labels": samples["labels"]}
     unlearning = GenerationUnlearning(model, data["method"], data["params"], mask, gradients, data["losses"],
-                                      data["rte_seconds"], data["timings"], data.get("mask_stability"))
+                                      data["rte_seconds"], data["timings"], data.get("mask_stability"),
+                                      data.get("substitute"))
     return GenerationRunResult(config, before, after, unlearning, data["meta"])
 
 

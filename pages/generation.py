@@ -52,20 +52,31 @@ def forget_previous_choices() -> None:
         st.session_state.pop(key, None)
 
 
+def setting_key(name: str, method: str | None, choice: str) -> str:
+    """A method setting's widget key names the generator too: each generator has its own tuned defaults, and
+    a widget keeps its value under its key, so after a switch the other generator's values would stay (and
+    be sent: a Fashion-MNIST run with the digit generator's α)."""
+    return f"gen_{name}_{choice}" if method is None else f"gen_{name}_{method}_{choice}"
+
+
 def restore_choices(config) -> None:
     """A reload or a shared link names a run (?run=, ?job=): open with the choices that made it."""
     st.session_state.setdefault("pick_class", config.forget_class())
     st.session_state.setdefault("gen_method", config.method)
-    settings = {"gen_steps": (int, config.steps), "gen_guidance": (float, config.guidance),
+    choices = generator_choices()
+    choice = next((name for name, (generator, _) in choices.items() if generator == config.generator),
+                  next(iter(choices), ""))
+    st.session_state.setdefault("gen_dataset", choice)
+    settings = {setting_key("steps", None, choice): (int, config.steps), "gen_guidance": (float, config.guidance),
                 "gen_sparsity": (float, config.sparsity), "gen_per_class": (int, config.per_class),
-                "gen_sample_steps": (int, config.sample_steps), f"gen_lr_{config.method}": (float, config.lr),
-                f"gen_alpha_{config.method}": (float, config.alpha), "gen_masked": (bool, config.masked)}
+                "gen_sample_steps": (int, config.sample_steps),
+                setting_key("lr", config.method, choice): (float, config.lr),
+                setting_key("alpha", config.method, choice): (float, config.alpha), "gen_masked": (bool, config.masked)}
+    settings.update({setting_key(name, config.method, choice): (type(value), value)
+                     for name, value in (config.options or {}).items()})
     for key, (kind, value) in settings.items():  # the run's settings, not the defaults, beside its progress or result
         if value is not None:
             st.session_state.setdefault(key, kind(value))
-    for name, (generator, _) in generator_choices().items():
-        if generator == config.generator:
-            st.session_state.setdefault("gen_dataset", name)
 
 
 def generation_work(config: GenerationRunConfig, models, dataset, live: dict):
@@ -185,15 +196,15 @@ with st.container(border=True):
                             help="; ".join(f"{m.label}: {m.summary}" for m in GENERATION_METHODS.values()))
     # every setting's widget, range and help come from the method's declaration in core.methods
     specs = {s.name: s for s in widget_specs(GENERATION_METHODS[method], GENERATION_METHODS[method].defaults(dataset.name, "class"))}
-    steps = widget(col3, specs["steps"], "gen_steps", max_value=2000)
+    steps = widget(col3, specs["steps"], setting_key("steps", None, chosen), max_value=2000)
     guidance = col4.number_input("Guidance", min_value=0.0, max_value=10.0, value=float(GUIDANCE), step=0.25,
                                  key="gen_guidance",
                                  help="Classifier-free guidance when sampling: 1 = plain conditional model; "
                                       "larger values follow the class more strongly. Must be > 0.")
     with st.expander("More settings"):
         c1, c2, c3, c4 = st.columns(4)
-        lr = widget(c1, specs["lr"], f"gen_lr_{method}")
-        alpha = widget(c2, specs["alpha"], f"gen_alpha_{method}") if "alpha" in specs else None
+        lr = widget(c1, specs["lr"], setting_key("lr", method, chosen))
+        alpha = widget(c2, specs["alpha"], setting_key("alpha", method, chosen)) if "alpha" in specs else None
         sparsity = c3.number_input("Mask sparsity", min_value=0.0, max_value=1.0, value=0.5, step=0.05,
                                    key="gen_sparsity", help="Share of all weights the saliency mask selects")
         per_class = int(c4.number_input("Images per class", min_value=1, max_value=50, value=PER_CLASS,
@@ -204,10 +215,17 @@ with st.container(border=True):
                                                                               key="gen_masked")
         others = [s for name, s in specs.items() if name not in ("steps", "lr", "alpha")]
         options = {}
-        for column, spec in zip(st.columns(max(1, len(others))), others):
-            value = widget(column, spec, f"gen_{spec.name}_{method}")
-            if value != spec.value:  # untouched settings leave the run config as it was
-                options[spec.name] = value
+        for row in range(0, len(others), 4):
+            for column, spec in zip(st.columns(4), others[row:row + 4]):
+                if spec.name == "substitute":  # a class: picked by name
+                    value = column.selectbox(spec.label.replace(" (-1: the next class)", ""),
+                                             [-1, *range(len(class_names))], index=int(spec.value) + 1,
+                                             key=setting_key(spec.name, method, chosen), help=spec.help,
+                                             format_func=lambda c: "the next class (c+1)" if c < 0 else str(class_names[c]))
+                else:
+                    value = widget(column, spec, setting_key(spec.name, method, chosen))
+                if value != spec.value:  # untouched settings leave the run config as it was
+                    options[spec.name] = value
     run_clicked = st.button("Forget", type="primary", key="gen_run")
 
 if run_clicked:
@@ -254,6 +272,9 @@ if result is None:
 cfg = result.config
 k = cfg.forget_class()
 mask_cached = bool(result.unlearning.timings.get("mask_cached"))
+substitute = result.unlearning.substitute
+if substitute is None and cfg.method in ("salun", "rl"):  # stored before runs recorded it: then always c + 1
+    substitute = substitute_class(k, len(class_names))
 st.subheader(f"Class {class_names[k]} forgotten with {GENERATION_METHODS[cfg.method].label} "
              f"in {result.rte_seconds:.0f} s")
 if mask_cached:
@@ -263,8 +284,9 @@ if mask_cached:
                "above is the rest of the run.")
 st.caption(f"Same seeds before and after · {cfg.per_class} images per class, one row per class "
            f"({class_names[0]} at the top) · the forgotten row is framed in red · guidance {cfg.guidance:g}, "
-           f"{cfg.sample_steps} DDIM steps. SalUn/RL teach the model to draw class "
-           f"{class_names[substitute_class(k, len(class_names))]} when asked for {class_names[k]}.")
+           f"{cfg.sample_steps} DDIM steps."
+           + (f" {GENERATION_METHODS[cfg.method].label} taught the model to draw class {class_names[substitute]} when "
+              f"asked for {class_names[k]}." if substitute is not None else ""))
 left, right = st.columns(2)
 with left:
     show_grid(result.before["images"], cfg.per_class, k, class_names, "before (original model)")

@@ -215,6 +215,36 @@ def test_the_dataset_picker_offers_fashion_mnist_with_its_class_names_and_exampl
     assert captions == FASHION_NAMES  # one example image per class, named
 
 
+def test_switching_the_generator_shows_and_sends_that_generators_own_settings(idx_folder, monkeypatch):
+    """Each generator has its own tuned defaults. The settings' widgets are keyed by generator, so after a
+    switch they show the new generator's values, not the old one's kept under the same key (which the run
+    would then have used: a Fashion-MNIST run with the digit generator's α and no null labels)."""
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    from core.methods import get_method
+
+    folder, _ = idx_folder
+    monkeypatch.setenv("SALUN_DATA_ROOT", str(folder))
+    monkeypatch.setenv("SALUN_GEN_PER_CLASS", "1")
+    monkeypatch.setenv("SALUN_GEN_SAMPLE_STEPS", "2")
+    salun = get_method("salun", "generation")
+    digits, fashion = salun.defaults("mnist5k", "class"), salun.defaults("fashion_mnist", "class")
+    assert digits["alpha"] != fashion["alpha"] and digits["substitute"] != fashion["substitute"]
+    page = Path(__file__).resolve().parent.parent / "pages" / "generation.py"
+    at = AppTest.from_file(str(page), default_timeout=180).run()
+    assert at.radio(key="gen_dataset").value == "mnist5k"
+    assert at.number_input(key="gen_alpha_salun_mnist5k").value == digits["alpha"]
+    at.radio(key="gen_dataset").set_value("fashion_mnist").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.number_input(key="gen_alpha_salun_fashion_mnist").value == fashion["alpha"]
+    assert at.number_input(key="gen_null_share_salun_fashion_mnist").value == fashion["null_share"]
+    assert at.number_input(key="gen_retain_focus_salun_fashion_mnist").value == fashion["retain_focus"]
+    substitute = at.selectbox(key="gen_substitute_salun_fashion_mnist")
+    assert substitute.value == fashion["substitute"] and substitute.format_func(substitute.value) == "Trouser"
+
+
 # --- per-dataset defaults ----------------------------------------------------------------------------
 
 def test_fashion_mnist_has_its_own_salun_defaults_declared_with_the_method_and_runs_use_them(idx_folder):

@@ -162,9 +162,14 @@ def test_retained_loss_trains_null_labels_and_min_snr_as_the_generator_was_train
     spec = get_method("salun", "generation")
     assert {k: spec.defaults("fashion_mnist", "class")[k] for k in ("null_share", "retain_snr_gamma", "alpha")} == \
         {"null_share": 0.3, "retain_snr_gamma": 5.0, "alpha": 5.0}
-    # both shipped generators hold the retained classes to the original model and stop at 45 steps
-    assert {(spec.defaults(d, "class")["retain_distill"], spec.defaults(d, "class")["steps"])
-            for d in ("fashion_mnist", "mnist5k")} == {(True, 45)}
+    # both shipped generators hold the retained classes to the original model; digits stop at 45 steps, clothes
+    # (mapped to Trouser, with the look-alike classes held harder) at 55
+    assert {d: (spec.defaults(d, "class")["retain_distill"], spec.defaults(d, "class")["steps"])
+            for d in ("fashion_mnist", "mnist5k")} == {"fashion_mnist": (True, 55), "mnist5k": (True, 45)}
+    assert {k: spec.defaults("fashion_mnist", "class")[k] for k in ("substitute", "substitute_original", "retain_focus")} \
+        == {"substitute": 1, "substitute_original": True, "retain_focus": 0.5}
+    assert {k: spec.defaults("mnist5k", "class")[k] for k in ("substitute", "substitute_original", "retain_focus")} \
+        == {"substitute": -1, "substitute_original": False, "retain_focus": 0.0}  # upstream's, as before
     assert spec.defaults("mnist5k", "class")["null_share"] == 0 and spec.defaults("mnist5k", "class")["retain_snr_gamma"] == 0
     assert get_method("rl", "generation").defaults("fashion_mnist", "class") == spec.defaults("fashion_mnist", "class")
 
@@ -213,6 +218,90 @@ def test_retained_loss_against_the_original_holds_retained_predictions_to_it(tra
     teachers.clear()
     unlearn_generator(trained, data, "rl", seed=0, steps=2, batch_size=16, retain_distill=False)  # upstream's loss
     assert teachers == [None, None]
+
+
+def _flat_classes(values, per_class=(4, 4, 4), size=4):
+    """GenerationData with class c's images all equal to values[c] (so class means are known), class 0 forgotten."""
+    from core.diffusion.methods import GenerationData
+
+    xs = [torch.full((n, 1, size, size), float(v)) for v, n in zip(values, per_class)]
+    ys = [torch.full((n,), c) for c, n in enumerate(per_class)]
+    return GenerationData(xs[0], torch.cat(xs[1:]), torch.cat(ys[1:]), 0, len(values))
+
+
+def test_substitute_is_the_declared_class_or_upstreams_next_one():
+    from core.diffusion.methods import chosen_substitute
+
+    assert chosen_substitute(3, 10) == 4 and chosen_substitute(9, 10) == 0  # -1: upstream's c + 1 mod K
+    assert chosen_substitute(3, 10, 1) == 1  # Fashion-MNIST: every class to Trouser...
+    assert chosen_substitute(1, 10, 1) == 2  # ...and Trouser itself to the next class
+    with pytest.raises(SalunError, match="substitute class 10 does not exist; classes are 0..9"):
+        chosen_substitute(3, 10, 10)
+
+
+def test_retain_focus_draws_look_alike_classes_more_whatever_their_size():
+    from core.diffusion.methods import retain_sampling_weights
+
+    data = _flat_classes([0.0, 0.25, 1.0, 0.5], per_class=(3, 5, 2, 7))  # distances 1, 4, 2 from class 0 (4x4 pixels)
+
+    def class_shares(focus, substitute=None):
+        weights = retain_sampling_weights(data, focus, substitute)
+        assert torch.isclose(weights.sum(), torch.tensor(1.0, dtype=torch.float64))
+        return torch.zeros(4, dtype=torch.float64).index_add_(0, data.retain_y, weights)[1:]
+
+    assert torch.allclose(class_shares(0.0), torch.full((3,), 1 / 3, dtype=torch.float64))  # evenly, not by count
+    closeness = torch.tensor([1.0, 1 / 16, 1 / 4], dtype=torch.float64)
+    assert torch.allclose(class_shares(1.0), closeness / closeness.sum())
+    assert torch.allclose(class_shares(0.5), 0.5 / 3 + 0.5 * closeness / closeness.sum())
+    # with substitute 2 (value 1.0): classes 1 / 2 / 3 are 3 / 0 / 2 from it; itself counts as close as its nearest (2)
+    closeness = closeness + torch.tensor([1 / 9, 1 / 4, 1 / 4], dtype=torch.float64)
+    assert torch.allclose(class_shares(1.0, substitute=2), closeness / closeness.sum())
+
+
+def test_substitute_settings_and_retain_focus_reach_the_run(trained, digits, monkeypatch):
+    """The forget term's target is the prediction for the declared substitute, from the model being changed
+    (upstream) or from the frozen original; the run records the class; retain_focus changes which classes the
+    retained batch is drawn from, in the declared shares."""
+    from core.diffusion import methods
+
+    data = generation_split(digits, 2)
+    calls, retained = [], []
+    real_forward = type(trained).forward
+
+    def spy_forward(self, x, t, labels):
+        calls.append((self, int(labels[0]) if bool((labels == labels[0]).all()) else None, torch.is_grad_enabled()))
+        return real_forward(self, x, t, labels)
+
+    real_loss = methods.diffusion_loss
+
+    def spy_loss(model, scheduler, x0, labels, generator=None, snr_gamma=0.0, teacher=None):
+        retained.append(labels.clone())
+        return real_loss(model, scheduler, x0, labels, generator, snr_gamma=snr_gamma, teacher=teacher)
+
+    monkeypatch.setattr(type(trained), "forward", spy_forward)
+    monkeypatch.setattr(methods, "diffusion_loss", spy_loss)
+
+    def targets(**settings):  # (model asked, class) of the no-grad substitute predictions, and the run
+        calls.clear()
+        run = unlearn_generator(trained, data, "rl", seed=0, steps=2, batch_size=8, retain_distill=False, **settings)
+        return [(model, label) for model, label, grad in calls if not grad and label not in (None, 2)], run
+
+    seen, run = targets(substitute=7)
+    assert run.substitute == 7 and {label for _, label in seen} == {7} and all(m is run.model for m, _ in seen)
+    seen, run = targets(substitute=7, substitute_original=True)
+    assert {label for _, label in seen} == {7} and all(m is not run.model and m is not trained for m, _ in seen)
+    assert targets()[1].substitute == 3  # the default: upstream's c + 1
+    assert unlearn_generator(trained, data, "ga", seed=0, steps=1, batch_size=8).substitute is None
+    with pytest.raises(SalunError, match="substitute class 12 does not exist"):
+        unlearn_generator(trained, data, "salun", seed=0, steps=1, substitute=12)
+
+    retained.clear()
+    unlearn_generator(trained, data, "rl", seed=0, steps=60, batch_size=50, retain_focus=1.0, substitute=7)
+    drawn = torch.bincount(torch.cat(retained), minlength=10).double()
+    expected = torch.zeros(10, dtype=torch.float64).index_add_(
+        0, data.retain_y, methods.retain_sampling_weights(data, 1.0, 7))
+    assert drawn[2] == 0 and torch.allclose(drawn / drawn.sum(), expected, atol=0.03)
+    assert expected.max() > 1.4 / 9  # the nearest class is drawn 40 % more often than evenly
 
 
 def test_small_budget_changes_forgotten_class_more_than_retained(trained, digits):
@@ -386,7 +475,7 @@ def test_page_forgets_a_class_and_shows_before_after(page_env):
     at = AppTest.from_file(PAGE, default_timeout=60).run()
     assert not at.exception
     at.selectbox(key="pick_class").select(7).run()
-    at.number_input(key="gen_steps").set_value(3).run()
+    at.number_input(key="gen_steps_custom").set_value(3).run()
     at.button(key="gen_run").click().run()
     assert not at.exception
     job = at.session_state["gen_batch"]["entries"][0]["job"]  # the run is a job of the server's runner
@@ -404,7 +493,7 @@ def test_page_forgets_a_class_and_shows_before_after(page_env):
     again.run()
     assert not again.exception
     assert again.session_state["gen_shown"]["results"][0][1].run_id == at.query_params["run"]
-    assert again.selectbox(key="pick_class").value == 7 and again.number_input(key="gen_steps").value == 3
+    assert again.selectbox(key="pick_class").value == 7 and again.number_input(key="gen_steps_custom").value == 3
 
 
 def test_page_shows_bad_input_as_error_not_traceback(page_env):
@@ -450,6 +539,17 @@ def test_cli_unlearn_gen_json(page_env, capsys, tmp_path):
     assert summary["retained_drop"] == pytest.approx(summary["before"]["retained_accuracy"] - summary["retained_accuracy"])
     assert summary["retained_drop_se"] >= 0
     assert load_generator(tmp_path / "out" / "generator.safetensors")[1]["unlearning"]["forget"] == "class:2"
+    assert summary["substitute"] == 3  # no override for these digits: upstream's c + 1
+
+
+def test_cli_says_which_class_the_generator_draws_instead(page_env, capsys):
+    from core.cli import main
+
+    code = main(["unlearn-gen", "--generator", os.environ["SALUN_GENERATOR"], "--checkpoint",
+                 os.environ["SALUN_CLASSIFIER"], "--forget", "class:2", "--steps", "2", "--per-class", "2",
+                 "--sample-steps", "2", "--quiet", "--substitute", "7", "--no-store"])
+    assert code == 0
+    assert "Asked for class 2 (2), the generator now draws class 7 (7)." in capsys.readouterr().out
 
 
 def test_per_layer_saliency_chart_groups_tensors_into_labelled_blocks():

@@ -109,6 +109,10 @@ def cmd_unlearn_gen(args) -> dict:
         drop = f"{summary['retained_drop']:.2f} ± " + ("n/a" if se is None else f"{se:.2f}")
         print(f"{GENERATION_METRIC_LABELS['retained_drop'] + ' (points, ± SE)':<42}{'':>10}{drop:>14}")
         print(f"{'RTE (s)':<42}{'':>10}{summary['rte_seconds']:>10.1f}")
+        if summary["substitute"] is not None:
+            names = result.meta.get("generator", {}).get("class_names") or []
+            name = lambda c: f"{c} ({names[c]})" if c < len(names) else str(c)  # noqa: E731
+            print(f"Asked for class {name(config.forget_class())}, the generator now draws class {name(summary['substitute'])}.")
         if "frechet_note" in summary:
             print(f"Fréchet distance {summary['frechet_note']} (--per-class {summary['frechet_min_per_class']})")
     return summary

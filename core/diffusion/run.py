@@ -144,6 +144,7 @@ class GenerationRunResult:
                 "retained_drop": self.after.get("retained_drop"), "retained_drop_se": self.after.get("retained_drop_se"),
                 "frechet_min_per_class": self.after.get("frechet_min_per_class"),
                 "mask_stability": getattr(self.unlearning, "mask_stability", None),
+                "substitute": self.unlearning.substitute,  # None: a method that maps the class to no other
                 **({"frechet_note": self.after["frechet_note"]} if "frechet_note" in self.after else {})}
 
 
