@@ -476,6 +476,7 @@ def test_page_forgets_a_class_and_shows_before_after(page_env):
     assert not at.exception
     at.selectbox(key="pick_class").select(7).run()
     at.number_input(key="gen_steps_custom").set_value(3).run()
+    at.number_input(key="gen_null_share_salun_custom").set_value(0.2).run()  # a setting under More settings
     at.button(key="gen_run").click().run()
     assert not at.exception
     job = at.session_state["gen_batch"]["entries"][0]["job"]  # the run is a job of the server's runner
@@ -494,6 +495,7 @@ def test_page_forgets_a_class_and_shows_before_after(page_env):
     assert not again.exception
     assert again.session_state["gen_shown"]["results"][0][1].run_id == at.query_params["run"]
     assert again.selectbox(key="pick_class").value == 7 and again.number_input(key="gen_steps_custom").value == 3
+    assert again.number_input(key="gen_null_share_salun_custom").value == 0.2
 
 
 def test_page_shows_bad_input_as_error_not_traceback(page_env):
