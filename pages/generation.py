@@ -218,7 +218,7 @@ with st.container(border=True):
         for row in range(0, len(others), 4):
             for column, spec in zip(st.columns(4), others[row:row + 4]):
                 if spec.name == "substitute":  # a class: picked by name
-                    value = column.selectbox(spec.label.replace(" (-1: the next class)", ""),
+                    value = column.selectbox(spec.label,
                                              [-1, *range(len(class_names))], index=int(spec.value) + 1,
                                              key=setting_key(spec.name, method, chosen), help=spec.help,
                                              format_func=lambda c: "the next class (c+1)" if c < 0 else str(class_names[c]))

@@ -101,7 +101,8 @@ def retain_sampling_weights(data: GenerationData, focus: float, substitute: int 
     rest goes evenly to all retained classes. Those neighbours are the classes forgetting costs most.
     """
     means = class_means(data)
-    present = torch.bincount(data.retain_y, minlength=data.num_classes) > 0
+    counts = torch.bincount(data.retain_y, minlength=data.num_classes).double()
+    present = counts > 0
     d_forget = torch.linalg.vector_norm(means - means[data.forget_class], dim=1)
     closeness = 1.0 / d_forget.clamp(min=1e-12) ** 2
     if substitute is not None and present[substitute]:
@@ -111,7 +112,6 @@ def retain_sampling_weights(data: GenerationData, focus: float, substitute: int 
         closeness = closeness + 1.0 / d_sub.clamp(min=nearest) ** 2
     closeness = torch.where(present, closeness, torch.zeros_like(closeness))
     class_share = (1.0 - focus) * present.double() / present.sum() + focus * closeness / closeness.sum()
-    counts = torch.bincount(data.retain_y, minlength=data.num_classes).double()
     return (class_share / counts.clamp(min=1))[data.retain_y]
 
 
@@ -344,7 +344,7 @@ RETAIN_DISTILL = Param(
             "instead of training them on the true noise again (upstream's loss: off): a target without the "
             "noise's variance, so α spends itself on keeping what the model drew, not on relearning the data")
 SUBSTITUTE = Param(
-    "substitute", int, -1, low=-1, high=10_000, label="Class drawn instead (-1: the next class)",
+    "substitute", int, -1, low=-1, high=10_000, label="Class drawn instead",
     meaning="the class c' the model learns to draw when asked for the forgotten one; -1 (and the forgotten class "
             "itself) means upstream's next class, c+1 mod K")
 SUBSTITUTE_ORIGINAL = Param(
