@@ -47,9 +47,8 @@ def generator_choices() -> dict[str, tuple[str, str]]:
 
 
 def forget_previous_choices() -> None:
-    """Another generator: the last result and the guidance belong to the old one."""
-    for key in ("gen_shown", "gen_guidance"):
-        st.session_state.pop(key, None)
+    """Another generator: the last result belongs to the old one (its settings are keyed by generator)."""
+    st.session_state.pop("gen_shown", None)
 
 
 def setting_key(name: str, method: str | None, choice: str) -> str:
@@ -67,7 +66,7 @@ def restore_choices(config) -> None:
     choice = next((name for name, (generator, _) in choices.items() if generator == config.generator),
                   next(iter(choices), ""))
     st.session_state.setdefault("gen_dataset", choice)
-    settings = {setting_key("steps", None, choice): (int, config.steps), "gen_guidance": (float, config.guidance),
+    settings = {setting_key("steps", None, choice): (int, config.steps), setting_key("guidance", None, choice): (float, config.guidance),
                 "gen_sparsity": (float, config.sparsity), "gen_per_class": (int, config.per_class),
                 "gen_sample_steps": (int, config.sample_steps),
                 setting_key("lr", config.method, choice): (float, config.lr),
@@ -198,7 +197,7 @@ with st.container(border=True):
     specs = {s.name: s for s in widget_specs(GENERATION_METHODS[method], GENERATION_METHODS[method].defaults(dataset.name, "class"))}
     steps = widget(col3, specs["steps"], setting_key("steps", None, chosen), max_value=2000)
     guidance = col4.number_input("Guidance", min_value=0.0, max_value=10.0, value=float(GUIDANCE), step=0.25,
-                                 key="gen_guidance",
+                                 key=setting_key("guidance", None, chosen),
                                  help="Classifier-free guidance when sampling: 1 = plain conditional model; "
                                       "larger values follow the class more strongly. Must be > 0.")
     with st.expander("More settings"):

@@ -241,6 +241,7 @@ def test_switching_the_generator_shows_and_sends_that_generators_own_settings(id
     assert at.number_input(key="gen_alpha_salun_fashion_mnist").value == fashion["alpha"]
     assert at.number_input(key="gen_null_share_salun_fashion_mnist").value == fashion["null_share"]
     assert at.number_input(key="gen_retain_focus_salun_fashion_mnist").value == fashion["retain_focus"]
+    assert at.number_input(key="gen_guidance_fashion_mnist").value == 1.5  # its sidecar's, not the digits' 2.0
     substitute = at.selectbox(key="gen_substitute_salun_fashion_mnist")
     assert substitute.value == fashion["substitute"] and substitute.format_func(substitute.value) == "Trouser"
 

@@ -502,7 +502,7 @@ def test_page_shows_bad_input_as_error_not_traceback(page_env):
     from streamlit.testing.v1 import AppTest
 
     at = AppTest.from_file(PAGE, default_timeout=60).run()
-    at.number_input(key="gen_guidance").set_value(0.0).run()
+    at.number_input(key="gen_guidance_custom").set_value(0.0).run()
     at.button(key="gen_run").click().run()
     assert not at.exception
     assert any("guidance" in e.value for e in at.error)
