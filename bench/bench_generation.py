@@ -85,7 +85,9 @@ def main(argv=None) -> int:
         f"# method {method.label}, params " + json.dumps({**method.defaults(config.dataset, "class"), **{k: v for k, v in
             (("steps", args.steps), ("lr", args.lr), ("alpha", args.alpha)) if v is not None}, **settings,
             "sparsity": args.sparsity}),
-        "# goal: RTE <= 180 s, UA >= 95 %, retained accuracy drop <= 3 points",
+        "# goal: UA >= 95 % and retained accuracy drop <= 3 points (column 'forgets'); RTE <= 180 s (column 'time': "
+        "with one torch thread judged on CPU seconds, a stricter reading than a user's wall time at torch's default "
+        "threads, which bench/time_generation.py measures)",
     ]
     for line in lines:
         print(line, flush=True)
@@ -93,7 +95,7 @@ def main(argv=None) -> int:
     before_images = generate_grid(generator, args.per_class, config.guidance, config.sample_steps, args.seed)
     print(f"# generated the 'before' images in {time.perf_counter() - t0:.0f} s", flush=True)
     header = (f"{'class':>5} {'RTE s':>7} {'CPU s':>7} {'UA before':>10} {'UA after':>9} {'ret.acc before':>15} "
-              f"{'ret.acc after':>14} {'drop':>6} {'± SE':>5} {'Fréchet before':>15} {'Fréchet after':>14}  goal    drawn instead")
+              f"{'ret.acc after':>14} {'drop':>6} {'± SE':>5} {'Fréchet before':>15} {'Fréchet after':>14}  forgets  time    drawn instead")
     print(header, flush=True)
     lines.append(header)
     rows = []
@@ -111,19 +113,21 @@ def main(argv=None) -> int:
         drop, se = after["retained_drop"], after["retained_drop_se"]  # paired, image for image, and its SE
         # The time goal is judged on CPU seconds when torch runs one thread (what the run costs on an idle
         # core); wall seconds on a shared machine also count every other job's turns.
-        ok = (cpu if torch.get_num_threads() == 1 else run.rte_seconds) <= 180 and after["ua"] >= 95 and drop <= 3
+        forgets = after["ua"] >= 95 and drop <= 3
+        in_time = (cpu if torch.get_num_threads() == 1 else run.rte_seconds) <= 180
         line = (f"{k:>5} {run.rte_seconds:>7.1f} {cpu:>7.1f} {before['ua']:>10.1f} {after['ua']:>9.1f} "
                 f"{before['retained_accuracy']:>15.1f} {after['retained_accuracy']:>14.1f} {drop:>6.1f} {se:>5.1f} "
-                f"{frechet(before):>15} {frechet(after):>14}  {'met   ' if ok else 'MISSED'}  "
+                f"{frechet(before):>15} {frechet(after):>14}  {'met    ' if forgets else 'MISSED '}  {'met   ' if in_time else 'MISSED'}  "
                 f"{'-' if run.substitute is None else run.substitute}")
         print(line, flush=True)
         lines.append(line)
-        rows.append((run.rte_seconds, after["ua"], drop, ok, cpu, se))
+        rows.append((run.rte_seconds, after["ua"], drop, forgets, cpu, se, in_time))
         write(args.out, lines + [f"# (stopped or still running: {len(rows)} of {len(args.classes)} classes so far)"])
     n = len(rows)
     summary = (f"# mean over {n} classes: RTE {sum(r[0] for r in rows) / n:.1f} s wall, "
                f"{sum(r[4] for r in rows) / n:.1f} CPU s, UA {sum(r[1] for r in rows) / n:.1f} %, "
-               f"retained-accuracy drop {sum(r[2] for r in rows) / n:.1f} points (± {sum(r[5] ** 2 for r in rows) ** 0.5 / n:.1f} SE); goal met for {sum(r[3] for r in rows)}/{n}")
+               f"retained-accuracy drop {sum(r[2] for r in rows) / n:.1f} points (± {sum(r[5] ** 2 for r in rows) ** 0.5 / n:.1f} SE); forgetting goal met for {sum(r[3] for r in rows)}/{n}, "
+               f"time goal for {sum(r[6] for r in rows)}/{n}")
     print(summary)
     lines.append(summary)
     write(args.out, lines)
