@@ -274,3 +274,30 @@ def test_a_random_share_of_fashion_mnist_has_its_own_relabel_defaults_for_salun_
         assert fashion["alpha"] > digits["alpha"]  # the retain term weighs more: 6,000 images are relabelled
         assert method.defaults("fashion_mnist", "indices") == fashion  # an index list is forgotten the same way
         assert method.defaults("fashion_mnist", "class") != fashion
+
+
+def test_a_whole_fashion_class_can_be_forgotten_in_the_app_under_the_default_limits(tmp_path, monkeypatch):
+    # Every Fashion-MNIST class holds 6,000 training images (and a random 10 % is as many): the default
+    # limits must let the app forget one, not refuse it as too large.
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    from core.limits import Limits
+
+    rng = np.random.default_rng(1)
+    for split, labels in (("train", np.r_[np.full(6000, 3), np.arange(300) % 10]), ("test", np.arange(100) % 10)):
+        image_file, label_file = IDX_FILES[split]
+        write_idx(tmp_path / image_file, rng.integers(0, 256, size=(len(labels), 28, 28), dtype=np.uint8))
+        write_idx(tmp_path / label_file, labels.astype(np.uint8))
+    monkeypatch.setenv("SALUN_DATA_ROOT", str(tmp_path))
+    for name in ("SALUN_MAX_FORGET_SIZE", "SALUN_LIMITS_FILE", "SALUN_HOSTED"):
+        monkeypatch.delenv(name, raising=False)
+    Limits().check("forget_size", 6000)
+    page = Path(__file__).resolve().parent.parent / "pages" / "unlearn.py"
+    at = AppTest.from_file(str(page), default_timeout=180).run()
+    at.selectbox(key="pick_dataset").set_value("fashion_mnist").run()
+    at.radio(key="pick_class").set_value(3).run()  # Dress: 6,030 images here
+    assert not at.exception, [e.value for e in at.exception]
+    assert not [e.value for e in at.error], [e.value for e in at.error]
+    assert at.button(key="un_run").label == "Run"  # the picker let the target through to the run form
