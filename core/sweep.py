@@ -710,10 +710,14 @@ def _ray_apply_reporting(task: Callable, args: tuple, box, every: float = 0.25):
     """`task(*args, progress=...)`, its steps sent to `box` in batches at most every `every` seconds."""
     pending, last = [], [time.monotonic()]
 
-    def flush():
-        if pending:
-            box.put.remote(list(pending))
+    def flush(wait=False):
+        if pending or wait:
+            sent = box.put.remote(list(pending))
             pending.clear()
+            if wait:  # every batch is in the box before the task returns, so a driver that sees the task done
+                import ray  # and then looks finds every step (an actor runs one caller's calls in order)
+
+                ray.get(sent)
         last[0] = time.monotonic()
 
     def progress(done, total, loss):
@@ -724,7 +728,7 @@ def _ray_apply_reporting(task: Callable, args: tuple, box, every: float = 0.25):
     try:
         return task(*args, progress=progress)
     finally:
-        flush()
+        flush(wait=True)
 
 
 def ray_address_from_env(environ=None) -> str | None:
