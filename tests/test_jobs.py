@@ -67,6 +67,34 @@ def test_time_left_comes_from_the_measured_step_time_and_a_job_is_found_again_by
     assert job.wait(5) and job.seconds_left is None
 
 
+def test_a_job_past_its_last_step_says_it_is_evaluating_not_zero_seconds_left():
+    from pages.ui.jobs import describe
+
+    runner = JobRunner(max_concurrent=1, threads_per_job=1)
+    stepping, evaluating = threading.Event(), threading.Event()
+    release, finish = threading.Event(), threading.Event()
+
+    def work(progress):
+        for i in range(1, 4):
+            threading.Event().wait(0.02)
+            progress(i, 4, 0.5)
+        stepping.set()
+        release.wait(5)
+        progress(4, 4, 0.25)
+        evaluating.set()  # the metrics would be computed here, with no steps left to count
+        finish.wait(5)
+        return "ok"
+
+    job = runner.submit(work, label="SalUn")
+    assert stepping.wait(5)
+    assert describe(job, "SalUn").startswith("SalUn: step 3/4, loss 0.500 · about ")
+    release.set()
+    assert evaluating.wait(5)
+    assert describe(job, "SalUn") == "SalUn: step 4/4, loss 0.250 · steps done, evaluating the result…"
+    finish.set()
+    assert job.wait(5) and describe(job, "SalUn") == "SalUn: done"
+
+
 def test_a_failing_job_reports_its_error_and_the_runner_keeps_going():
     runner = JobRunner(max_concurrent=1, threads_per_job=1)
 
