@@ -70,7 +70,7 @@ class Grid:
     def points(self) -> list:
         """One RunConfig per distinct run of the grid, in grid order (forget, method, sparsity, seed);
         a SalunError naming the first bad value otherwise."""
-        from core.classification.experiment import RunConfig, default_checkpoint
+        from core.classification.experiment import RunConfig
         from core.data import parse_forget
         from core.methods import get_method
         from core.saliency import DEFAULT_SPARSITY
