@@ -710,14 +710,10 @@ def _ray_apply_reporting(task: Callable, args: tuple, box, every: float = 0.25):
     """`task(*args, progress=...)`, its steps sent to `box` in batches at most every `every` seconds."""
     pending, last = [], [time.monotonic()]
 
-    def flush(wait=False):
-        if pending or wait:
-            sent = box.put.remote(list(pending))
+    def flush():
+        if pending:
+            box.put.remote(list(pending))
             pending.clear()
-            if wait:  # every batch is in the box before the task returns, so a driver that sees the task done
-                import ray  # and then looks finds every step (an actor runs one caller's calls in order)
-
-                ray.get(sent)
         last[0] = time.monotonic()
 
     def progress(done, total, loss):
@@ -727,8 +723,10 @@ def _ray_apply_reporting(task: Callable, args: tuple, box, every: float = 0.25):
 
     try:
         return task(*args, progress=progress)
-    finally:
-        flush(wait=True)
+    finally:  # the last batch is waited for: an actor runs one caller's calls in order, so every step is in the
+        import ray  # box before the task returns, and a driver that sees it done and then looks finds them all
+
+        ray.get(box.put.remote(list(pending)))
 
 
 def ray_address_from_env(environ=None) -> str | None:
